@@ -1,0 +1,30 @@
+"""klujax: sparse linear solves in JAX with SuiteSparse KLU through XLA FFI."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version as _version
+
+import jax.numpy as _jnp
+import numpy as _np
+
+from ._api import coalesce as coalesce, dot as dot, solve as solve
+from ._cache import cache_info as cache_info, clear_cache as clear_cache, set_cache_limit as set_cache_limit
+
+try:
+    __version__ = _version("klujax")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = "0.0.0+unknown"
+
+#: dtypes for which klujax computes in complex arithmetic.
+COMPLEX_DTYPES = (_np.complex64, _np.complex128, _jnp.complex64, _jnp.complex128)
+
+__all__ = [
+    "COMPLEX_DTYPES",
+    "__version__",
+    "cache_info",
+    "clear_cache",
+    "coalesce",
+    "dot",
+    "set_cache_limit",
+    "solve",
+]

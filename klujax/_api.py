@@ -1,0 +1,121 @@
+"""The public solve / dot / coalesce functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from . import _rules  # noqa: F401  (registers the rules)
+from ._ops import prim
+from ._shapes import as_index, canonical
+
+
+@jax.jit
+def _solve(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, b: jax.Array) -> jax.Array:
+    Ai, Aj, Ax, b3, layout = canonical("klujax.solve", Ai, Aj, Ax, b)
+    x = prim("solve", Ax.dtype).bind(Ai, Aj, Ax, b3, transpose=False, retain=False)
+    return layout.restore(x)
+
+
+@jax.jit
+def _dot(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, x: jax.Array) -> jax.Array:
+    Ai, Aj, Ax, x3, layout = canonical("klujax.dot", Ai, Aj, Ax, x, b_name="x")
+    return layout.restore(prim("dot", Ax.dtype).bind(Ai, Aj, Ax, x3))
+
+
+def _host_checks(fn: str, Ai: Any, Aj: Any) -> None:
+    # Host (NumPy) index arrays are range-checked before jax narrows them (x64 off).
+    if isinstance(Ai, np.ndarray) or isinstance(Aj, np.ndarray):
+        as_index(fn, "Ai", Ai)
+        as_index(fn, "Aj", Aj)
+
+
+def solve(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike) -> jax.Array:
+    """Solve ``A x = b`` for a sparse ``A`` given in COO form, with KLU.
+
+    Args:
+        Ai: ``(n_nz,)`` integer row indices of the nonzeros.
+        Aj: ``(n_nz,)`` integer column indices of the nonzeros.
+        Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values; duplicate ``(Ai, Aj)`` entries add up.
+        b: ``(n_col,)``, ``(n_col, n_rhs)`` (1D ``Ax``), ``(n_lhs, n_col)`` (2D ``Ax``) or
+            ``(n_lhs, n_col, n_rhs)`` right-hand sides. A batch of 1 in ``Ax`` or ``b``
+            broadcasts against the other's ``n_lhs``.
+
+    Returns:
+        ``x`` with the broadcast shape of ``b``: float64 or complex128 (float32 or
+        complex64 when ``jax_enable_x64`` is off), always computed in double precision.
+        Complex if either ``Ax`` or ``b`` is complex.
+
+    A system whose matrix is singular gives NaN for that system only; the other members
+    of a batch are unaffected. Out-of-range indices raise (at run time under ``jit``:
+    ``jax.errors.JaxRuntimeError`` whose message names the argument). Works under
+    ``jit``, ``vmap``, ``grad``/``jvp``/``jacfwd``/``jacrev`` (any order) w.r.t. ``Ax``
+    and ``b``.
+    """
+    _host_checks("klujax.solve", Ai, Aj)
+    return _solve(Ai, Aj, Ax, b)
+
+
+def dot(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, x: ArrayLike) -> jax.Array:
+    """Multiply ``A x`` for a sparse ``A`` given in COO form.
+
+    Shapes, broadcasting and dtypes follow :func:`solve` with ``x`` in place of ``b``;
+    duplicate entries add up. Differentiable w.r.t. ``Ax`` and ``x``.
+
+    Returns:
+        ``b = A x`` with the broadcast shape of ``x``.
+    """
+    _host_checks("klujax.dot", Ai, Aj)
+    return _dot(Ai, Aj, Ax, x)
+
+
+def coalesce(
+    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, *, size: int | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Sum duplicate entries of a COO matrix and sort the entries by (row, column).
+
+    Args:
+        Ai: ``(n_nz,)`` integer row indices.
+        Aj: ``(n_nz,)`` integer column indices.
+        Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values.
+        size: number of entries to return. Needed only when ``Ai``/``Aj`` are traced
+            (inside ``jit`` without being closed over); extra slots are filled with the
+            no-op entry ``(0, 0, 0)`` and a too small ``size`` drops the largest entries.
+
+    Returns:
+        ``(Ai, Aj, Ax)`` with ``(n_unique,)``, ``(n_unique,)``, ``(..., n_unique)`` shapes
+        (``size`` instead of ``n_unique`` when given). Differentiable w.r.t. ``Ax``.
+    """
+    fn = "klujax.coalesce"
+    Ai = jnp.asarray(Ai)
+    Aj = jnp.asarray(Aj)
+    Ax = jnp.asarray(Ax)
+    for name, idx in (("Ai", Ai), ("Aj", Aj)):
+        if not jnp.issubdtype(idx.dtype, jnp.integer) or idx.ndim != 1:
+            raise TypeError(f"{fn}: {name} must be a 1D integer array, got {idx.dtype}{idx.shape}")
+    if Ax.ndim not in (1, 2) or Ai.shape != Aj.shape or Ax.shape[-1] != Ai.shape[0]:
+        raise ValueError(f"{fn}: expected Ai, Aj (n_nz,) and Ax (..., n_nz), got "
+                         f"{Ai.shape}, {Aj.shape}, {Ax.shape}")
+    n_nz = Ai.shape[0]
+    order = jnp.lexsort((Aj, Ai))
+    si, sj = Ai[order], Aj[order]
+    new = jnp.ones(n_nz, bool) if n_nz == 0 else jnp.concatenate(
+        [jnp.ones(1, bool), (si[1:] != si[:-1]) | (sj[1:] != sj[:-1])])
+    seg = jnp.cumsum(new) - 1
+    if size is None:
+        try:
+            size = int(new.sum())
+        except jax.errors.ConcretizationTypeError:
+            raise ValueError(f"{fn}: Ai/Aj are traced, so the number of unique entries is "
+                             "unknown: pass size=... (or close over concrete indices)") from None
+    keep = seg < size
+    slot = jnp.where(keep, seg, size)  # out of bounds: dropped by mode="drop"
+    out_i = jnp.zeros(size, Ai.dtype).at[slot].set(si, mode="drop")
+    out_j = jnp.zeros(size, Aj.dtype).at[slot].set(sj, mode="drop")
+    sx = jnp.moveaxis(Ax, -1, 0)[order]
+    out_x = jnp.zeros((size, *sx.shape[1:]), Ax.dtype).at[slot].add(sx, mode="drop")
+    return out_i, out_j, jnp.moveaxis(out_x, 0, -1)

@@ -1,0 +1,27 @@
+"""Controls for the native cache of pattern analyses and factorizations."""
+
+from __future__ import annotations
+
+from . import _klujax
+
+
+def cache_info() -> dict[str, int]:
+    """Counts and bytes of the native cache.
+
+    Keys: ``patterns`` (analysed sparsity patterns), ``numeric_sets`` (kept
+    factorizations, one per batched ``Ax`` block), ``spares`` (numeric objects kept for
+    refactoring), ``bytes``, ``limit_bytes``, and hit/miss counters.
+    """
+    return dict(_klujax.cache_info())
+
+
+def clear_cache() -> None:
+    """Free every cached analysis and factorization (handles of the split API are kept)."""
+    _klujax.clear_cache()
+
+
+def set_cache_limit(megabytes: float) -> None:
+    """Bound the native cache (default 256 MiB, or ``KLUJAX_CACHE_MB``); 0 disables it."""
+    if megabytes < 0:
+        raise ValueError(f"set_cache_limit: megabytes must be >= 0, got {megabytes}")
+    _klujax.set_cache_limit(int(megabytes * 2**20))

@@ -1,0 +1,196 @@
+// The one batched driver behind every handler: COO pattern from the cache (validated and
+// analysed once per pattern), then per batch member factor-or-refactor + solve, in
+// parallel chunks. Right-hand sides arrive laid out as KLU wants them (each system's
+// columns contiguous: [member][rhs][row]); XLA does any layout change before the call.
+#pragma once
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#include "klu_traits.hpp"
+#include "parallel.hpp"
+#include "pattern.hpp"
+
+namespace klujax {
+
+// A refactorization (old pivot order, new values) is kept only if its cheap reciprocal
+// condition estimate min|u_kk|/max|u_kk| stays within this factor of the one the last
+// fresh klu_factor of that object produced; otherwise the member is factored afresh with
+// new pivots, so accuracy never drops below a fresh factorization's.
+constexpr double kRefactorRcondRatio = 1e-3;
+// Below this much estimated work a chunk is not worth a thread hand-off.
+constexpr double kMinChunkNs = 40e3;
+
+// Shapes, all row-major in the logical sense: Ax (la, nnz); b (lb, n, nrhs); x (l, n, nrhs)
+// with la, lb in {1, l}. Memory of b and x is [member][rhs][row].
+struct BatchShape {
+  int64_t la, lb, l, n, nrhs;
+};
+
+inline int64_t max_chunks_for(double ns_per_item, int64_t items) {
+  double total = ns_per_item * static_cast<double>(items);
+  return std::max<int64_t>(1, static_cast<int64_t>(total / kMinChunkNs));
+}
+
+// Factors `vals` into f, refactoring f's existing object when it has one and the result
+// passes the pivot check. Returns false if the matrix is singular (f keeps any object it
+// had, which klu_refactor may reuse later).
+template <class S>
+bool factorize(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
+  using K = KluTraits<S>;
+  klu_symbolic* sym = p.symbolic.get();
+  if (f.num) {
+    if (K::refactor(p.ap_ptr(), p.ai_ptr(), vals, sym, f.num.get(), c.get())) {
+      K::rcond(sym, f.num.get(), c.get());
+      if (c.c.rcond >= kRefactorRcondRatio * f.ref_rcond) return true;
+    } else {
+      check_klu_status(c.c, op);
+    }
+  }
+  const size_t before = c.c.memusage;
+  NumericPtr fresh(K::factor(p.ap_ptr(), p.ai_ptr(), vals, sym, c.get()));
+  if (!fresh) {
+    check_klu_status(c.c, op);
+    return false;  // KLU_SINGULAR
+  }
+  K::rcond(sym, fresh.get(), c.get());
+  f.num = std::move(fresh);
+  f.ref_rcond = c.c.rcond;
+  f.bytes = c.c.memusage > before ? c.c.memusage - before : 0;
+  return true;
+}
+
+template <class S>
+S nan_value() {
+  constexpr double q = std::numeric_limits<double>::quiet_NaN();
+  if constexpr (KluTraits<S>::is_complex) return S(q, q);
+  else return S(q);
+}
+
+template <class S>
+void solve_in_place(Pattern& p, Fact& f, bool ok, bool transpose, int64_t cols, S* w,
+                    Common& c, const char* op) {
+  const int64_t n = p.n;
+  if (!ok) {
+    std::fill(w, w + n * cols, nan_value<S>());
+    return;
+  }
+  using K = KluTraits<S>;
+  int done = transpose ? K::tsolve(p.symbolic.get(), f.num.get(), static_cast<int>(n),
+                                   static_cast<int>(cols), w, c.get())
+                       : K::solve(p.symbolic.get(), f.num.get(), static_cast<int>(n),
+                                  static_cast<int>(cols), w, c.get());
+  if (!done) check_klu_status(c.c, op);
+}
+
+// Copies (converting) the right-hand side of output block `blk` into w.
+template <class In, class S>
+void load_rhs(const In* b, const BatchShape& s, int64_t blk, S* w) {
+  const int64_t sz = s.n * s.nrhs;
+  const In* src = b + (s.lb == 1 ? 0 : blk) * sz;
+  for (int64_t i = 0; i < sz; ++i) w[i] = static_cast<S>(src[i]);
+}
+
+template <class In>
+std::string values_key(const In* ax, int64_t count) {
+  std::string key(1, static_cast<char>(sizeof(In)));
+  key.append(reinterpret_cast<const char*>(ax), sizeof(In) * count);
+  return key;
+}
+
+// x = A^-1 b (or A^-T b) for every member. `retain` keeps every member's factorization in
+// the cache (keyed by the content of Ax) so that a later call with the same matrix, such
+// as the transposed solve of reverse mode, skips factoring; it is what the JVP rule asks
+// for. Without it, each chunk refactors one numeric object along its members.
+template <class In>
+void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
+                 const BatchShape& s, bool transpose, bool retain, const char* op) {
+  using S = compute_t<In>;
+  constexpr bool cplx = KluTraits<S>::is_complex;
+  constexpr bool direct = std::is_same_v<In, S>;
+  if (s.l == 0 || s.n == 0 || s.nrhs == 0) return;
+  Cache& cache = Cache::instance();
+  const int64_t nnz = p.nnz, blocks_per_member = s.la == 1 ? s.l : 1;
+  const int64_t cols = blocks_per_member * s.nrhs;
+
+  std::unique_ptr<NumericSet> set;
+  std::string key;
+  uint64_t key_hash = 0;
+  if (retain) {
+    key = values_key(ax, s.la * nnz);
+    key_hash = hash_bytes(key.data(), key.size(), 17);
+    set = cache.take_set(p, cplx, key, key_hash);
+  }
+  const bool hit = set != nullptr;
+  if (retain && !hit) {
+    set = std::make_unique<NumericSet>();
+    set->is_complex = cplx;
+    set->key = std::move(key);
+    set->hash = key_hash;
+    set->members.resize(s.la);
+  }
+
+  const double ns_per_member = (hit ? 0.0 : 40.0 * p.nnz_csc()) + 8.0 * p.nnz_csc() * cols;
+  parallel_chunks(ex, s.la, max_chunks_for(ns_per_member, s.la), [&](int64_t lo, int64_t hi) {
+    Common c;
+    std::vector<S> vals(hit ? 0 : p.nnz_csc());
+    std::vector<S> scratch(direct ? 0 : s.n * cols);
+    Fact chain = retain ? Fact{} : cache.take_spare(p, cplx);
+    for (int64_t m = lo; m < hi; ++m) {
+      S* w = direct ? reinterpret_cast<S*>(x) + m * s.n * cols : scratch.data();
+      for (int64_t k = 0; k < blocks_per_member; ++k)
+        load_rhs(b, s, m * blocks_per_member + k, w + k * s.n * s.nrhs);
+      if (hit) {
+        Fact& f = set->members[m];
+        solve_in_place(p, f, f.num != nullptr, transpose, cols, w, c, op);
+      } else {
+        p.scatter(ax + m * nnz, vals.data());
+        Fact own = retain ? cache.take_spare(p, cplx) : Fact{};
+        Fact& f = retain ? own : chain;
+        bool ok = factorize(p, vals.data(), f, c, op);
+        solve_in_place(p, f, ok, transpose, cols, w, c, op);
+        if (retain) {
+          if (ok) set->members[m] = std::move(f);
+          else cache.put_spare(p, cplx, std::move(f));
+        }
+      }
+      if constexpr (!direct) {
+        In* dst = x + m * s.n * cols;
+        for (int64_t i = 0; i < s.n * cols; ++i) dst[i] = static_cast<In>(w[i]);
+      }
+    }
+    cache.put_spare(p, cplx, std::move(chain));
+  });
+
+  if (retain) {
+    set->bytes = sizeof(NumericSet) + set->key.size();
+    for (auto& f : set->members) set->bytes += f.bytes;
+    cache.put_set(p, std::move(set));
+  }
+}
+
+// y = A x (or A^T x when the caller swaps Ai and Aj). Duplicates add up.
+template <class In>
+void dot_batch(const int32_t* ai, const int32_t* aj, int64_t nnz, const In* ax, const In* x,
+               In* y, const BatchShape& s, const char* op) {
+  using S = compute_t<In>;
+  validate_indices(ai, nnz, s.n, op, "Ai");
+  validate_indices(aj, nnz, s.n, op, "Aj");
+  std::vector<S> acc(s.n);
+  for (int64_t m = 0; m < s.l; ++m) {
+    const In* a = ax + (s.la == 1 ? 0 : m) * nnz;
+    for (int64_t r = 0; r < s.nrhs; ++r) {
+      const In* xr = x + ((s.lb == 1 ? 0 : m) * s.nrhs + r) * s.n;
+      std::fill(acc.begin(), acc.end(), S(0));
+      for (int64_t k = 0; k < nnz; ++k)
+        acc[ai[k]] += static_cast<S>(a[k]) * static_cast<S>(xr[aj[k]]);
+      In* yr = y + (m * s.nrhs + r) * s.n;
+      for (int64_t i = 0; i < s.n; ++i) yr[i] = static_cast<In>(acc[i]);
+    }
+  }
+}
+
+}  // namespace klujax

@@ -1,0 +1,78 @@
+// KluTraits<S>: the one place where the scalar type S picks the klu_* or klu_z_* entry
+// point. Everything above this header is written once for both scalars.
+#pragma once
+
+#include <klu.h>
+
+#include <complex>
+
+namespace klujax {
+
+using cplx = std::complex<double>;
+
+template <class S>
+struct KluTraits;
+
+template <>
+struct KluTraits<double> {
+  static constexpr bool is_complex = false;
+  static double* raw(double* p) { return p; }
+  static klu_numeric* factor(int* ap, int* ai, double* ax, klu_symbolic* s, klu_common* c) {
+    return klu_factor(ap, ai, ax, s, c);
+  }
+  static int refactor(int* ap, int* ai, double* ax, klu_symbolic* s, klu_numeric* n,
+                      klu_common* c) {
+    return klu_refactor(ap, ai, ax, s, n, c);
+  }
+  static int solve(klu_symbolic* s, klu_numeric* n, int ld, int nrhs, double* b,
+                   klu_common* c) {
+    return klu_solve(s, n, ld, nrhs, b, c);
+  }
+  static int tsolve(klu_symbolic* s, klu_numeric* n, int ld, int nrhs, double* b,
+                    klu_common* c) {
+    return klu_tsolve(s, n, ld, nrhs, b, c);
+  }
+  static int rcond(klu_symbolic* s, klu_numeric* n, klu_common* c) {
+    return klu_rcond(s, n, c);
+  }
+};
+
+template <>
+struct KluTraits<cplx> {
+  static constexpr bool is_complex = true;
+  // klu_z_* take interleaved (re, im) doubles, which is std::complex<double>'s layout.
+  static double* raw(cplx* p) { return reinterpret_cast<double*>(p); }
+  static klu_numeric* factor(int* ap, int* ai, cplx* ax, klu_symbolic* s, klu_common* c) {
+    return klu_z_factor(ap, ai, raw(ax), s, c);
+  }
+  static int refactor(int* ap, int* ai, cplx* ax, klu_symbolic* s, klu_numeric* n,
+                      klu_common* c) {
+    return klu_z_refactor(ap, ai, raw(ax), s, n, c);
+  }
+  static int solve(klu_symbolic* s, klu_numeric* n, int ld, int nrhs, cplx* b,
+                   klu_common* c) {
+    return klu_z_solve(s, n, ld, nrhs, raw(b), c);
+  }
+  // JAX transposes are plain transposes (A^T, not A^H): conj_solve = 0.
+  static int tsolve(klu_symbolic* s, klu_numeric* n, int ld, int nrhs, cplx* b,
+                    klu_common* c) {
+    return klu_z_tsolve(s, n, ld, nrhs, raw(b), 0, c);
+  }
+  static int rcond(klu_symbolic* s, klu_numeric* n, klu_common* c) {
+    return klu_z_rcond(s, n, c);
+  }
+};
+
+// Storage type of a buffer -> the double-precision type KLU computes in.
+template <class T>
+struct ComputeType {
+  using type = double;
+};
+template <class R>
+struct ComputeType<std::complex<R>> {
+  using type = cplx;
+};
+template <class T>
+using compute_t = typename ComputeType<T>::type;
+
+}  // namespace klujax

@@ -1,0 +1,111 @@
+// A sparsity pattern in COO form, validated and converted once to KLU's CSC form, with
+// its symbolic analysis; and the process-wide cache that lets repeated calls on the same
+// pattern (compared by content, never by pointer or hash alone) skip all of that, and
+// keeps recent numeric factorizations for reuse (reverse mode, repeated matrices) and
+// spare numeric objects whose pivot order later calls refactor with.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "klu_raii.hpp"
+
+namespace klujax {
+
+// Throws InvalidArgument naming `op` and `name` unless every index is in [0, n).
+void validate_indices(const int32_t* idx, int64_t nnz, int64_t n, const char* op,
+                      const char* name);
+
+uint64_t hash_bytes(const void* data, size_t size, uint64_t seed);
+
+// One factorization and the quality reference its refactorizations are checked against.
+struct Fact {
+  NumericPtr num;           // null: the matrix was singular
+  double ref_rcond = 0.0;   // klu_rcond of the last fresh klu_factor of this object
+  size_t bytes = 0;
+};
+
+// Factorizations of one block of values (all members of a batched Ax), keyed by content.
+struct NumericSet {
+  bool is_complex = false;
+  std::string key;  // dtype tag + raw bytes of the Ax block
+  uint64_t hash = 0;
+  std::vector<Fact> members;
+  size_t bytes = 0;
+};
+
+struct Pattern {
+  int32_t n = 0;
+  int64_t nnz = 0;                   // COO entries as given (duplicates included)
+  std::vector<int32_t> key_i, key_j; // the COO indices: the cache key
+  std::vector<int32_t> ap, ai;       // CSC of the unique entries, rows ascending
+  std::vector<int32_t> slot;         // COO position -> CSC position (duplicates share)
+  SymbolicPtr symbolic;              // null only when n == 0
+  uint64_t hash = 0;
+  size_t bytes = 0;
+
+  // Guarded by the cache mutex.
+  bool cached = false;
+  std::list<std::unique_ptr<NumericSet>> sets;  // most recent first
+  std::vector<Fact> spares[2];                  // [is_complex]
+
+  int64_t nnz_csc() const { return static_cast<int64_t>(ai.size()); }
+  int* ap_ptr() { return ap.data(); }
+  int* ai_ptr() { return ai.data(); }
+
+  // vals[slot[k]] += ax[k]: COO values -> CSC values, duplicates summed.
+  template <class In, class S>
+  void scatter(const In* ax, S* vals) const {
+    const int64_t m = nnz_csc();
+    for (int64_t p = 0; p < m; ++p) vals[p] = S(0);
+    for (int64_t k = 0; k < nnz; ++k) vals[slot[k]] += static_cast<S>(ax[k]);
+  }
+};
+
+// Validates the indices, builds the CSC form and runs klu_analyze.
+std::shared_ptr<Pattern> build_pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,
+                                       int32_t n, const char* op);
+
+struct CacheInfo {
+  int64_t patterns, numeric_sets, spares, bytes, limit_bytes;
+  int64_t pattern_hits, pattern_misses, numeric_hits, numeric_misses;
+};
+
+class Cache {
+ public:
+  static Cache& instance();
+
+  // The pattern with exactly these indices, from the cache or freshly built.
+  std::shared_ptr<Pattern> pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,
+                                   int32_t n, const char* op);
+  // Removes and returns the factorizations of exactly `key`, or null.
+  std::unique_ptr<NumericSet> take_set(Pattern& p, bool is_complex, std::string_view key,
+                                       uint64_t hash);
+  void put_set(Pattern& p, std::unique_ptr<NumericSet> set);
+  // A numeric object of this pattern to refactor (num is null if there is none).
+  Fact take_spare(Pattern& p, bool is_complex);
+  void put_spare(Pattern& p, bool is_complex, Fact f);
+
+  void clear();
+  void set_limit(int64_t bytes);
+  CacheInfo info();
+
+ private:
+  Cache();
+  void enforce_limit_locked();
+  void drop_pattern_locked(Pattern& p);
+
+  std::mutex mu_;
+  std::list<std::shared_ptr<Pattern>> patterns_;  // most recent first
+  int64_t used_ = 0;
+  int64_t limit_;
+  int64_t max_patterns_ = 64;
+  int64_t pattern_hits_ = 0, pattern_misses_ = 0, numeric_hits_ = 0, numeric_misses_ = 0;
+};
+
+}  // namespace klujax
