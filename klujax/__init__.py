@@ -8,6 +8,19 @@ import jax.numpy as _jnp
 import numpy as _np
 
 from ._api import coalesce as coalesce, dot as dot, solve as solve
+from ._handles import KLUHandleManager as KLUHandleManager
+from ._split import (
+    analyze as analyze,
+    factor as factor,
+    free_numeric as free_numeric,
+    free_symbolic as free_symbolic,
+    refactor as refactor,
+    refactor_and_solve as refactor_and_solve,
+    solve_with_numeric as solve_with_numeric,
+    solve_with_symbol as solve_with_symbol,
+    tsolve_with_numeric as tsolve_with_numeric,
+    tsolve_with_symbol as tsolve_with_symbol,
+)
 from ._cache import cache_info as cache_info, clear_cache as clear_cache, set_cache_limit as set_cache_limit
 
 try:
@@ -20,7 +33,18 @@ COMPLEX_DTYPES = (_np.complex64, _np.complex128, _jnp.complex64, _jnp.complex128
 
 __all__ = [
     "COMPLEX_DTYPES",
+    "KLUHandleManager",
     "__version__",
+    "analyze",
+    "factor",
+    "free_numeric",
+    "free_symbolic",
+    "refactor",
+    "refactor_and_solve",
+    "solve_with_numeric",
+    "solve_with_symbol",
+    "tsolve_with_numeric",
+    "tsolve_with_symbol",
     "cache_info",
     "clear_cache",
     "coalesce",

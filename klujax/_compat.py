@@ -11,3 +11,25 @@ except ImportError:  # pragma: no cover
     from jax.interpreters.xla import apply_primitive  # type: ignore[no-redef]
 
 __all__ = ["Primitive", "ad", "apply_primitive", "batching", "mlir"]
+
+from jax._src import effects as _effects  # noqa: E402
+
+
+class KLUEffect(_effects.Effect):
+    """Marks primitives that allocate, mutate or free native KLU objects.
+
+    An effectful equation is never removed by dead-code elimination nor merged with an
+    identical one; the lowering also passes ``has_side_effect=True`` to XLA.
+    """
+
+    def __str__(self) -> str:
+        return "KLU"
+
+
+klu_effect = KLUEffect()
+for _registry in ("lowerable_effects", "control_flow_allowed_effects",
+                  "custom_derivatives_allowed_effects", "remat_allowed_effects"):
+    if hasattr(_effects, _registry):
+        getattr(_effects, _registry).add_type(KLUEffect)
+
+__all__ += ["klu_effect"]

@@ -17,8 +17,8 @@ import jax
 import numpy as np
 
 from . import _klujax
-from ._compat import Primitive, apply_primitive, mlir
-from ._shapes import DTYPE_SUFFIX
+from ._compat import Primitive, apply_primitive, klu_effect, mlir
+from ._shapes import DTYPE_SUFFIX, check_canonical
 
 for _name, _capsule in _klujax.registrations().items():
     jax.ffi.register_ffi_target(_name, _capsule, platform="cpu")
@@ -48,12 +48,63 @@ class OpSpec:
     primitives: dict[str, Primitive] = field(default_factory=dict, compare=False)
 
 
-def _rhs_like_eval(*avals: Any, spec: OpSpec, **params: Any) -> Any:
-    from ._shapes import check_canonical  # noqa: PLC0415 (keeps import order simple)
+def _aval(shape: tuple[int, ...], dtype: Any) -> Any:
+    return jax.core.ShapedArray(shape, dtype)
 
-    Ai, Aj, Ax, b = (avals[spec.operands.index(r)] for r in ("index", "index2", "values", "rhs"))
+
+def _operand(avals: Any, spec: OpSpec, role: str) -> Any:
+    return avals[spec.operands.index(role)]
+
+
+def _check_handle(spec: OpSpec, role: str, h: Any, ndim: int | None = None) -> None:
+    if h.dtype != np.uint64 or (ndim is not None and h.ndim != ndim):
+        want = "a uint64 scalar" if ndim == 0 else "uint64"
+        raise TypeError(f"{spec.name}: {role} handle must be {want}, got {h.dtype}{h.shape}")
+
+
+def _rhs_like_eval(*avals: Any, spec: OpSpec, **params: Any) -> Any:
+    """Result (n_lhs, n_col, n_rhs) of ops with operands Ai, Aj, Ax, b [, symbolic]."""
+    Ai, Aj, Ax, b = (_operand(avals, spec, r) for r in ("index", "index2", "values", "rhs"))
+    if "symbolic" in spec.operands:
+        _check_handle(spec, "symbolic", _operand(avals, spec, "symbolic"), 0)
     n_lhs, n_col, n_rhs = check_canonical(spec.name, Ai, Aj, Ax, b)
-    return jax.core.ShapedArray((n_lhs, n_col, n_rhs), Ax.dtype)
+    return _aval((n_lhs, n_col, n_rhs), Ax.dtype)
+
+
+def _numeric_solve_eval(num: Any, b: Any, sym: Any, *, spec: OpSpec, **params: Any) -> Any:
+    _check_handle(spec, "numeric", num, 1)
+    _check_handle(spec, "symbolic", sym, 0)
+    if b.ndim != 3 or np.dtype(b.dtype) not in DTYPE_SUFFIX:
+        raise TypeError(f"{spec.name}: b must be (lb, n_col, n_rhs) float/complex, got {b.dtype}{b.shape}")
+    ln, lb = num.shape[0], b.shape[0]
+    if ln != lb and 1 not in (ln, lb):
+        raise ValueError(f"{spec.name}: {ln} numeric handles and a batch of {lb} in b do not broadcast")
+    return _aval((ln if lb == 1 else lb, *b.shape[1:]), b.dtype)
+
+
+def _analyze_eval(Ai: Any, Aj: Any, *, spec: OpSpec, n_col: int) -> Any:
+    if Ai.dtype != np.int32 or Aj.shape != Ai.shape or Ai.ndim != 1:
+        raise TypeError(f"{spec.name}: Ai, Aj must be int32 vectors of one length")
+    return _aval((), np.uint64)
+
+
+def _factor_eval(Ai: Any, Aj: Any, Ax: Any, *rest: Any, spec: OpSpec) -> Any:
+    for role, h in zip(spec.operands[3:], rest):
+        _check_handle(spec, role, h, 0 if role == "symbolic" else 1)
+    if Ax.ndim != 2 or Ax.shape[1] != Ai.shape[0]:
+        raise ValueError(f"{spec.name}: Ax must be (la, n_nz) with n_nz={Ai.shape[0]}, got {Ax.shape}")
+    if spec.name == "refactor":
+        num = rest[0]
+        if Ax.shape[0] not in (1, num.shape[0]):
+            raise ValueError(f"{spec.name}: Ax has {Ax.shape[0]} batch members for "
+                             f"{num.shape[0]} numeric handles")
+        return _aval(num.shape, np.uint64)
+    return _aval((Ax.shape[0],), np.uint64)
+
+
+def _free_eval(h: Any, *, spec: OpSpec) -> Any:
+    _check_handle(spec, spec.operands[0], h)
+    return _aval((), np.int32)
 
 
 OPS: dict[str, OpSpec] = {}
@@ -76,9 +127,9 @@ def _layouts(spec: OpSpec) -> list[Any]:
 def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> Any:
     out_avals = ctx.avals_out
     result_layouts = [RHS_LAYOUT if len(a.shape) == 3 else None for a in out_avals]
-    attrs = {k: np.bool_(v) if isinstance(v, bool) else v for k, v in params.items()}
+    attrs = {k: np.bool_(v) if isinstance(v, bool) else np.int64(v) for k, v in params.items()}
     rule = jax.ffi.ffi_lowering(
-        f"klujax_{spec.name}_{sfx}",
+        f"klujax_{spec.name}_{sfx}" if sfx else f"klujax_{spec.name}",
         operand_layouts=_layouts(spec),
         result_layouts=result_layouts,
         has_side_effect=spec.effectful,
@@ -93,7 +144,11 @@ def make_primitives(spec: OpSpec) -> None:
         name = f"{spec.name}_{sfx}" if sfx else f"{spec.name}_p"
         p = Primitive(name)
         p.def_impl(partial(apply_primitive, p))
-        p.def_abstract_eval(partial(spec.abstract_eval, spec=spec))
+        if spec.effectful:
+            p.def_effectful_abstract_eval(
+                lambda *a, _eval=partial(spec.abstract_eval, spec=spec), **k: (_eval(*a, **k), {klu_effect}))
+        else:
+            p.def_abstract_eval(partial(spec.abstract_eval, spec=spec))
         mlir.register_lowering(p, partial(_lowering, spec=spec, sfx=sfx), platform="cpu")
         spec.primitives[sfx] = p
 
@@ -103,8 +158,27 @@ def prim(op: str, dtype: Any) -> Primitive:
     return OPS[op].primitives[DTYPE_SUFFIX[np.dtype(dtype)]]
 
 
-SOLVE = register(OpSpec("solve", ("index", "index2", "values", "rhs"), _rhs_like_eval,
+_IJ = ("index", "index2")
+SOLVE = register(OpSpec("solve", (*_IJ, "values", "rhs"), _rhs_like_eval,
                         params=("transpose", "retain")))
-DOT = register(OpSpec("dot", ("index", "index2", "values", "rhs"), _rhs_like_eval))
-for _spec in (SOLVE, DOT):
+DOT = register(OpSpec("dot", (*_IJ, "values", "rhs"), _rhs_like_eval))
+ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col",), effectful=True,
+                          per_dtype=False))
+FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, effectful=True))
+REFACTOR = register(OpSpec("refactor", (*_IJ, "values", "numeric", "symbolic"), _factor_eval,
+                           effectful=True))
+SOLVE_WITH_SYMBOL = register(OpSpec("solve_with_symbol", (*_IJ, "values", "rhs", "symbolic"),
+                                    _rhs_like_eval, params=("transpose", "retain")))
+SOLVE_WITH_NUMERIC = register(OpSpec("solve_with_numeric", ("numeric", "rhs", "symbolic"),
+                                     _numeric_solve_eval, params=("transpose",)))
+FREE_SYMBOLIC = register(OpSpec("free_symbolic", ("symbolic",), _free_eval, effectful=True,
+                                per_dtype=False))
+FREE_NUMERIC = register(OpSpec("free_numeric", ("numeric",), _free_eval, effectful=True,
+                               per_dtype=False))
+for _spec in OPS.values():
     make_primitives(_spec)
+
+
+def handle_prim(op: str) -> Primitive:
+    """The dtype-free primitive of ``op`` (``analyze_p``, ``free_*_p``)."""
+    return OPS[op].primitives[""]

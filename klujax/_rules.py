@@ -2,13 +2,17 @@
 
 Math (A from Ai, Aj, Ax; ``op(A)`` is A or A^T by the ``transpose`` flag):
 
-* solve: ``x = op(A)^-1 b``; JVP ``dx = op(A)^-1 (db - op(dA) x)``; transpose w.r.t.
-  ``b``: ``op(A)^-T ct`` (``klu_tsolve`` on the same factorization).
+* solve-like ops (``solve``, ``solve_with_symbol``, ``solve_with_numeric``):
+  ``x = op(A)^-1 b``; JVP ``dx = op(A)^-1 (db - op(dA) x)``; transpose w.r.t. ``b``:
+  ``op(A)^-T ct`` (``klu_tsolve`` on the same factorization; for plain solves the
+  JVP asks the driver to *retain* the factorization so this costs no new one).
 * dot: ``y = A x``; JVP ``dy = dA x + A dx``; transpose w.r.t. ``x``: ``A^T ct``
   (swap Ai and Aj); w.r.t. ``Ax``: ``ct[Ai] * x[Aj]`` summed over right-hand sides.
-* batching: Ax and b batched -> fold into n_lhs; only b batched -> fold into n_rhs (one
-  factorization serves every batch member); only Ax batched -> fold into n_lhs and let
-  the driver broadcast b.
+* batching: the "lhs" operand (``Ax`` or numeric handles) and ``b`` batched -> fold
+  into n_lhs; only ``b`` batched -> fold into n_rhs (one factorization serves every
+  batch member); only the lhs batched -> fold into n_lhs and let the driver broadcast b.
+  Indices and symbolic handles are shared: batching over them is an error, except for
+  ``solve``/``dot``, which then loop over the batch (each member its own pattern).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import jax
 import jax.numpy as jnp
 
 from ._compat import ad, batching
-from ._ops import DOT, SOLVE, prim
+from ._ops import OPS, OpSpec, prim
 
-not_mapped = None  # batching.not_mapped (not exported by every jax version)
+_SHARED = ("index", "index2", "symbolic")
+_LHS = ("values", "numeric")
 
 
 def _is_zero(t: Any) -> bool:
@@ -34,6 +39,19 @@ def _sum_to(x: jax.Array, lhs: int) -> jax.Array:
     return x.sum(axis=0, keepdims=True) if lhs == 1 and x.shape[0] != 1 else x
 
 
+def _pos(spec: OpSpec, roles: tuple[str, ...] | str) -> int:
+    roles = (roles,) if isinstance(roles, str) else roles
+    return next(i for i, r in enumerate(spec.operands) if r in roles)
+
+
+def _dtype_of(spec: OpSpec, args: Any) -> Any:
+    return args[_pos(spec, "rhs")].dtype if "rhs" in spec.operands else args[_pos(spec, "values")].dtype
+
+
+def _bind(spec: OpSpec, args: Any, **params: Any) -> Any:
+    return prim(spec.name, _dtype_of(spec, args)).bind(*args, **params)
+
+
 def matvec(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, x: jax.Array, transpose: bool = False) -> jax.Array:
     """Canonical-shape ``A x`` (or ``A^T x``) through the dot primitive."""
     if transpose:
@@ -41,39 +59,50 @@ def matvec(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, x: jax.Array, transpose:
     return prim("dot", x.dtype).bind(Ai, Aj, Ax, x)
 
 
-#== solve ==#
+#== solve-like ops ==#
 
-def _solve_jvp(primals: Any, tangents: Any, *, transpose: bool, retain: bool) -> Any:
-    Ai, Aj, Ax, b = primals
-    _, _, dAx, db = tangents
-    p = prim("solve", Ax.dtype)
-    # retain=True: the tangent solve below (and the transposed solve of reverse mode)
-    # find this factorization in the cache instead of factoring again.
-    x = p.bind(Ai, Aj, Ax, b, transpose=transpose, retain=True)
-    if _is_zero(dAx) and _is_zero(db):
-        return x, ad.Zero.from_primal_value(x)
+def _solve_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> Any:
+    if "retain" in params:
+        # The tangent solve below and the transposed solve of reverse mode find this
+        # factorization in the native cache instead of factoring again.
+        params = {**params, "retain": True}
+    x = _bind(spec, primals, **params)
+    ri = _pos(spec, "rhs")
+    db = tangents[ri]
     rhs = None if _is_zero(db) else db
-    if not _is_zero(dAx):
-        dAx_x = matvec(Ai, Aj, dAx, x, transpose)
+    if "values" in spec.operands and not _is_zero(tangents[_pos(spec, "values")]):
+        dAx_x = matvec(primals[0], primals[1], tangents[_pos(spec, "values")], x, params["transpose"])
         rhs = -dAx_x if rhs is None else rhs - dAx_x
-    dx = p.bind(Ai, Aj, Ax, rhs, transpose=transpose, retain=True)
-    if dx.shape != x.shape:  # db of batch 1 against a batched Ax broadcasts in the driver
-        dx = jnp.broadcast_to(dx, x.shape)
-    return x, dx
+    if rhs is None:
+        return x, ad.Zero.from_primal_value(x)
+    args = list(primals)
+    args[ri] = rhs
+    dx = _bind(spec, args, **params)
+    return x, (dx if dx.shape == x.shape else jnp.broadcast_to(dx, x.shape))
 
 
-def _solve_transpose(ct: Any, Ai: Any, Aj: Any, Ax: Any, b: Any, *, transpose: bool, retain: bool) -> Any:
-    if ad.is_undefined_primal(Ax):
-        raise NotImplementedError("klujax.solve is not linear in Ax; it cannot be transposed w.r.t. Ax")
+def _solve_transpose(ct: Any, *args: Any, spec: OpSpec, **params: Any) -> Any:
+    ri = _pos(spec, "rhs")
+    for i, a in enumerate(args):
+        if i != ri and ad.is_undefined_primal(a):
+            raise NotImplementedError(
+                f"klujax.{spec.name} is linear in b only; it cannot be transposed w.r.t. "
+                f"its {spec.operands[i]} operand")
+    b = args[ri]
+    out: list[Any] = [None] * len(args)
     if _is_zero(ct):
-        return [None, None, None, ad.Zero(b.aval)]
-    ct_b = prim("solve", Ax.dtype).bind(Ai, Aj, Ax, ct, transpose=not transpose, retain=retain)
-    return [None, None, None, _sum_to(ct_b, b.aval.shape[0])]
+        out[ri] = ad.Zero(b.aval)
+        return out
+    new = list(args)
+    new[ri] = ct
+    ct_b = _bind(spec, new, **{**params, "transpose": not params["transpose"]})
+    out[ri] = _sum_to(ct_b, b.aval.shape[0])
+    return out
 
 
 #== dot ==#
 
-def _dot_jvp(primals: Any, tangents: Any) -> Any:
+def _dot_jvp(primals: Any, tangents: Any, *, spec: OpSpec) -> Any:
     Ai, Aj, Ax, x = primals
     _, _, dAx, dx = tangents
     y = matvec(Ai, Aj, Ax, x)
@@ -88,7 +117,7 @@ def _dot_jvp(primals: Any, tangents: Any) -> Any:
     return y, jnp.broadcast_to(dy, y.shape)
 
 
-def _dot_transpose(ct: Any, Ai: Any, Aj: Any, Ax: Any, x: Any) -> Any:
+def _dot_transpose(ct: Any, Ai: Any, Aj: Any, Ax: Any, x: Any, *, spec: OpSpec) -> Any:
     if ad.is_undefined_primal(Ax) and ad.is_undefined_primal(x):
         raise NotImplementedError("klujax.dot is bilinear: transpose w.r.t. Ax or x, not both")
     if ad.is_undefined_primal(x):
@@ -102,55 +131,130 @@ def _dot_transpose(ct: Any, Ai: Any, Aj: Any, Ax: Any, x: Any) -> Any:
     return [None, None, _sum_to(ct_ax, Ax.aval.shape[0]), None]
 
 
-#== batching (shared by every op with operands Ai, Aj, Ax, b) ==#
+#== factor / refactor: handles are integers; values are not differentiable here ==#
 
-def _batch_rhs_op(args: Any, dims: Any, *, op: str, **params: Any) -> Any:
-    Ai, Aj, Ax, b = args
-    dAi, dAj, dAx, db = dims
-    bind = lambda Ax_, b_: prim(op, Ax_.dtype).bind(Ai, Aj, Ax_, b_, **params)  # noqa: E731
-    if dAi is not None or dAj is not None:
-        return _batch_by_loop(args, dims, op=op, **params)
-    if dAx is None:  # only b: fold the batch into n_rhs, one factorization each
+def _factor_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> Any:
+    if not _is_zero(tangents[_pos(spec, "values")]):
+        raise NotImplementedError(
+            f"klujax.{spec.name} is not differentiable w.r.t. Ax (its result is a handle); "
+            "differentiate through klujax.solve or klujax.solve_with_symbol instead")
+    out = _bind(spec, primals, **params)
+    return out, ad.Zero.from_primal_value(out)
+
+
+#== batching ==#
+
+def _shared_batched_error(spec: OpSpec, dims: Any) -> None:
+    for role, d in zip(spec.operands, dims):
+        if role in _SHARED and d is not None:
+            name = {"index": "Ai", "index2": "Aj"}.get(role, "the symbolic handle")
+            raise ValueError(
+                f"klujax.{spec.name}: cannot vmap over {name}; the sparsity pattern (and its "
+                "symbolic analysis) is shared by every batch member. Batch Ax, b or the "
+                "numeric handles instead.")
+
+
+def _batch_by_loop(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
+    """Batched indices (solve/dot only): each member has its own pattern; loop."""
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    moved = tuple(
+        jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0)
+        for a, d in zip(args, dims))
+    return jax.lax.map(lambda a: _bind(spec, a, **params), moved), 0
+
+
+def _batch_solve_like(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
+    if spec.name in ("solve", "dot") and (dims[0] is not None or dims[1] is not None):
+        return _batch_by_loop(args, dims, spec=spec, **params)
+    _shared_batched_error(spec, dims)
+    li, ri = _pos(spec, _LHS), _pos(spec, "rhs")
+    V, b, dV, db = args[li], args[ri], dims[li], dims[ri]
+    core = tuple(V.shape[2:]) if dV is not None else tuple(V.shape[1:])
+
+    def bind(V_: Any, b_: Any) -> Any:
+        new = list(args)
+        new[li], new[ri] = V_, b_
+        return _bind(spec, new, **params)
+
+    if dV is None:  # only b: fold the batch into n_rhs, one factorization each
         b = jnp.moveaxis(b, db, 0)
         B, lb, n, r = b.shape
-        x = bind(Ax, b.transpose(1, 2, 0, 3).reshape(lb, n, B * r))
+        x = bind(V, b.transpose(1, 2, 0, 3).reshape(lb, n, B * r))
         return x.reshape(x.shape[0], n, B, r).transpose(2, 0, 1, 3), 0
-    Ax = jnp.moveaxis(Ax, dAx, 0)
-    B, la, nnz = Ax.shape
+    V = jnp.moveaxis(V, dV, 0)
+    B, la = V.shape[:2]
     b = b[None] if db is None else jnp.moveaxis(b, db, 0)
     Bb, lb, n, r = b.shape
     if la == 1 and lb > 1:  # one matrix per batch member: fold b's n_lhs into n_rhs
-        x = bind(Ax.reshape(B, nnz), b.transpose(0, 2, 1, 3).reshape(Bb, n, lb * r))
+        x = bind(V.reshape(B, *core), b.transpose(0, 2, 1, 3).reshape(Bb, n, lb * r))
         return x.reshape(B, n, lb, r).transpose(0, 2, 1, 3), 0
-    L = la
     if lb == 1 and Bb == 1:
         bf = b.reshape(1, n, r)  # the driver broadcasts it over every member
     else:
-        bf = jnp.broadcast_to(b, (B, L, n, r)).reshape(B * L, n, r)
-    x = bind(Ax.reshape(B * L, nnz), bf)
-    return x.reshape(B, L, n, r), 0
+        bf = jnp.broadcast_to(b, (B, la, n, r)).reshape(B * la, n, r)
+    x = bind(V.reshape(B * la, *core), bf)
+    return x.reshape(B, la, n, r), 0
 
 
-def _batch_by_loop(args: Any, dims: Any, *, op: str, **params: Any) -> Any:
-    """Batched indices: each batch member has its own pattern; solve them one by one."""
-    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-    moved = [
-        jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0)
-        for a, d in zip(args, dims)
-    ]
-    out = jax.lax.map(lambda a: prim(op, a[2].dtype).bind(*a, **params), tuple(moved))
-    return out, 0
+def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
+    _shared_batched_error(spec, dims)
+    vi = _pos(spec, "values")
+    Ax, dAx = args[vi], dims[vi]
+    new = list(args)
+    if spec.name == "factor":
+        Ax = jnp.moveaxis(Ax, dAx, 0)
+        B, la, nnz = Ax.shape
+        new[vi] = Ax.reshape(B * la, nnz)
+        return _bind(spec, new, **params).reshape(B, la), 0
+    ni = _pos(spec, "numeric")
+    num, dnum = args[ni], dims[ni]
+    if dnum is None:
+        raise ValueError(
+            "klujax.refactor: Ax is batched but the numeric handles are not; each handle "
+            "holds one factorization, so vmap over the numeric handles as well")
+    num = jnp.moveaxis(num, dnum, 0)
+    B, ln = num.shape
+    if dAx is None:
+        Ax = jnp.broadcast_to(Ax, (B, *Ax.shape))
+    else:
+        Ax = jnp.moveaxis(Ax, dAx, 0)
+    Ax = jnp.broadcast_to(Ax, (B, ln, Ax.shape[-1]))
+    new[vi], new[ni] = Ax.reshape(B * ln, -1), num.reshape(B * ln)
+    return _bind(spec, new, **params).reshape(B, ln), 0
+
+
+def _batch_free(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
+    (h,), (d,) = args, dims
+    return _bind(spec, (h.reshape(-1),), **params), None
+
+
+def _batch_analyze(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
+    _shared_batched_error(spec, dims)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+_RULES = {
+    "solve": (_solve_jvp, _solve_transpose, _batch_solve_like),
+    "solve_with_symbol": (_solve_jvp, _solve_transpose, _batch_solve_like),
+    "solve_with_numeric": (_solve_jvp, _solve_transpose, _batch_solve_like),
+    "dot": (_dot_jvp, _dot_transpose, _batch_solve_like),
+    "factor": (_factor_jvp, None, _batch_factor),
+    "refactor": (_factor_jvp, None, _batch_factor),
+    "analyze": (None, None, _batch_analyze),
+    "free_symbolic": (None, None, _batch_free),
+    "free_numeric": (None, None, _batch_free),
+}
 
 
 def _register() -> None:
-    for sfx, p in SOLVE.primitives.items():
-        ad.primitive_jvps[p] = _solve_jvp
-        ad.primitive_transposes[p] = _solve_transpose
-        batching.primitive_batchers[p] = partial(_batch_rhs_op, op="solve")
-    for sfx, p in DOT.primitives.items():
-        ad.primitive_jvps[p] = _dot_jvp
-        ad.primitive_transposes[p] = _dot_transpose
-        batching.primitive_batchers[p] = partial(_batch_rhs_op, op="dot")
+    for name, (jvp, transpose, batch) in _RULES.items():
+        spec = OPS[name]
+        for p in spec.primitives.values():
+            if jvp is not None:
+                ad.primitive_jvps[p] = partial(jvp, spec=spec)
+            if transpose is not None:
+                ad.primitive_transposes[p] = partial(transpose, spec=spec)
+            batching.primitive_batchers[p] = partial(batch, spec=spec)
 
 
 _register()

@@ -126,36 +126,44 @@ def canonical(
     b = jnp.asarray(b)
     if Ax.ndim not in (1, 2):
         raise ValueError(f"{fn}: Ax must have shape (n_nz,) or (n_lhs, n_nz), got {Ax.shape}")
-    if b.ndim not in (1, 2, 3):
-        raise ValueError(
-            f"{fn}: {b_name} must have shape (n_col,), (n_col, n_rhs), (n_lhs, n_col) or "
-            f"(n_lhs, n_col, n_rhs), got {b.shape}"
-        )
     n_nz = Ax.shape[-1]
     if Ai.shape != (n_nz,) or Aj.shape != (n_nz,):
         raise ValueError(
             f"{fn}: Ai, Aj and Ax disagree on n_nz: Ai {Ai.shape}, Aj {Aj.shape}, "
             f"Ax {Ax.shape} (expected Ai, Aj of shape ({n_nz},))"
         )
+    if n_nz > INT32_MAX:
+        raise ValueError(f"{fn}: n_nz must be below 2^31, got {n_nz}")
     Ax2 = Ax.reshape(-1, n_nz) if Ax.ndim == 2 else Ax[None]
+    b3, layout = canonical_rhs(fn, b, Ax2.shape[0], Ax.ndim, b_name=b_name)
+    return Ai, Aj, Ax2.astype(dtype), b3.astype(dtype), layout
+
+
+def canonical_rhs(
+    fn: str, b: jax.Array, la: int, ax_ndim: int, *, b_name: str = "b", lhs_name: str = "Ax"
+) -> tuple[jax.Array, Layout]:
+    """b -> (lb, n_col, n_rhs) given the lhs batch ``la`` and the rank of the user's Ax."""
+    if b.ndim not in (1, 2, 3):
+        raise ValueError(
+            f"{fn}: {b_name} must have shape (n_col,), (n_col, n_rhs), (n_lhs, n_col) or "
+            f"(n_lhs, n_col, n_rhs), got {b.shape}"
+        )
     if b.ndim == 1:
         b3 = b[None, :, None]
     elif b.ndim == 2:
-        b3 = b[None] if Ax.ndim == 1 else b[:, :, None]
+        b3 = b[None] if ax_ndim == 1 else b[:, :, None]
     else:
         b3 = b
-    la, lb = Ax2.shape[0], b3.shape[0]
+    lb = b3.shape[0]
     if la != lb and 1 not in (la, lb):
         raise ValueError(
-            f"{fn}: n_lhs of Ax ({la}) and of {b_name} ({lb}) differ and neither is 1 "
-            f"(Ax {Ax.shape}, {b_name} {b.shape})"
+            f"{fn}: n_lhs of {lhs_name} ({la}) and of {b_name} ({lb}) differ and neither is 1 "
+            f"({b_name} has shape {b.shape})"
         )
-    n_lhs = la if lb == 1 else lb
     n_col, n_rhs = b3.shape[1], b3.shape[2]
-    if n_col > INT32_MAX or n_nz > INT32_MAX:
-        raise ValueError(f"{fn}: n_col and n_nz must be below 2^31, got {n_col}, {n_nz}")
-    layout = Layout(la, lb, n_lhs, n_col, n_rhs, b.ndim, Ax.ndim)
-    return Ai, Aj, Ax2.astype(dtype), b3.astype(dtype), layout
+    if n_col > INT32_MAX:
+        raise ValueError(f"{fn}: n_col must be below 2^31, got {n_col}")
+    return b3, Layout(la, lb, la if lb == 1 else lb, n_col, n_rhs, b.ndim, ax_ndim)
 
 
 def check_canonical(name: str, Ai: Any, Aj: Any, Ax: Any, b: Any) -> tuple[int, int, int]:

@@ -86,13 +86,41 @@ void solve_in_place(Pattern& p, Fact& f, bool ok, bool transpose, int64_t cols, 
   if (!done) check_klu_status(c.c, op);
 }
 
-// Copies (converting) the right-hand side of output block `blk` into w.
-template <class In, class S>
-void load_rhs(const In* b, const BatchShape& s, int64_t blk, S* w) {
-  const int64_t sz = s.n * s.nrhs;
-  const In* src = b + (s.lb == 1 ? 0 : blk) * sz;
-  for (int64_t i = 0; i < sz; ++i) w[i] = static_cast<S>(src[i]);
-}
+// The right-hand sides and results of one call, seen per factorization member m: the
+// columns KLU solves in place (all n_lhs blocks at once when one matrix serves them).
+template <class In>
+struct RhsBlocks {
+  using S = compute_t<In>;
+  static constexpr bool direct = std::is_same_v<In, S>;
+  const In* b;
+  In* x;
+  BatchShape s;
+  int64_t blocks;  // output blocks per member: l when la == 1, else 1
+
+  RhsBlocks(const In* b_, In* x_, const BatchShape& s_)
+      : b(b_), x(x_), s(s_), blocks(s_.la == 1 ? s_.l : 1) {}
+  int64_t cols() const { return blocks * s.nrhs; }
+  int64_t size() const { return s.n * cols(); }
+  std::vector<S> scratch() const { return std::vector<S>(direct ? 0 : size()); }
+
+  // Copies (converting) member m's right-hand sides into its work area and returns it.
+  S* load(int64_t m, std::vector<S>& scratch) const {
+    S* w = direct ? reinterpret_cast<S*>(x) + m * size() : scratch.data();
+    const int64_t sz = s.n * s.nrhs;
+    for (int64_t k = 0; k < blocks; ++k) {
+      const int64_t blk = m * blocks + k;
+      const In* src = b + (s.lb == 1 ? 0 : blk) * sz;
+      for (int64_t i = 0; i < sz; ++i) w[k * sz + i] = static_cast<S>(src[i]);
+    }
+    return w;
+  }
+  void store(int64_t m, const S* w) const {
+    if constexpr (!direct) {
+      In* dst = x + m * size();
+      for (int64_t i = 0; i < size(); ++i) dst[i] = static_cast<In>(w[i]);
+    }
+  }
+};
 
 template <class In>
 std::string values_key(const In* ax, int64_t count) {
@@ -110,11 +138,11 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
                  const BatchShape& s, bool transpose, bool retain, const char* op) {
   using S = compute_t<In>;
   constexpr bool cplx = KluTraits<S>::is_complex;
-  constexpr bool direct = std::is_same_v<In, S>;
   if (s.l == 0 || s.n == 0 || s.nrhs == 0) return;
   Cache& cache = Cache::instance();
-  const int64_t nnz = p.nnz, blocks_per_member = s.la == 1 ? s.l : 1;
-  const int64_t cols = blocks_per_member * s.nrhs;
+  const int64_t nnz = p.nnz;
+  const RhsBlocks<In> rhs(b, x, s);
+  const int64_t cols = rhs.cols();
 
   std::unique_ptr<NumericSet> set;
   std::string key;
@@ -137,12 +165,10 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
   parallel_chunks(ex, s.la, max_chunks_for(ns_per_member, s.la), [&](int64_t lo, int64_t hi) {
     Common c;
     std::vector<S> vals(hit ? 0 : p.nnz_csc());
-    std::vector<S> scratch(direct ? 0 : s.n * cols);
+    std::vector<S> scratch = rhs.scratch();
     Fact chain = retain ? Fact{} : cache.take_spare(p, cplx);
     for (int64_t m = lo; m < hi; ++m) {
-      S* w = direct ? reinterpret_cast<S*>(x) + m * s.n * cols : scratch.data();
-      for (int64_t k = 0; k < blocks_per_member; ++k)
-        load_rhs(b, s, m * blocks_per_member + k, w + k * s.n * s.nrhs);
+      S* w = rhs.load(m, scratch);
       if (hit) {
         Fact& f = set->members[m];
         solve_in_place(p, f, f.num != nullptr, transpose, cols, w, c, op);
@@ -157,10 +183,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
           else cache.put_spare(p, cplx, std::move(f));
         }
       }
-      if constexpr (!direct) {
-        In* dst = x + m * s.n * cols;
-        for (int64_t i = 0; i < s.n * cols; ++i) dst[i] = static_cast<In>(w[i]);
-      }
+      rhs.store(m, w);
     }
     cache.put_spare(p, cplx, std::move(chain));
   });

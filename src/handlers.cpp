@@ -8,6 +8,7 @@
 #include <string>
 
 #include "driver.hpp"
+#include "split.hpp"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -48,17 +49,27 @@ ffi::Error guarded(const char* op, Fn&& fn) {
   throw InvalidArgument(std::string(op) + ": " + msg);
 }
 
+template <class B, class X>
+BatchShape rhs_shape(const char* op, int64_t la, const B& b, const X& x);
+
 // Checks the canonical shapes Ai, Aj (nnz,), Ax (la, nnz), b (lb, n, nrhs), x (l, n, nrhs).
 template <class A, class B, class X>
 BatchShape batch_shape(const char* op, int64_t nnz_i, int64_t nnz_j, const A& ax, const B& b,
                        const X& x) {
-  auto ad = ax.dimensions(), bd = b.dimensions(), xd = x.dimensions();
-  if (ad.size() != 2 || bd.size() != 3 || xd.size() != 3)
-    shape_error(op, "internal rank mismatch (expected Ax 2D, b and x 3D)");
-  BatchShape s{ad[0], bd[0], xd[0], xd[1], xd[2]};
+  auto ad = ax.dimensions();
+  if (ad.size() != 2) shape_error(op, "internal rank mismatch (expected Ax 2D)");
   if (nnz_i != ad[1] || nnz_j != ad[1])
     shape_error(op, "Ai, Aj and Ax disagree on n_nz: " + std::to_string(nnz_i) + ", " +
                         std::to_string(nnz_j) + ", " + std::to_string(ad[1]));
+  return rhs_shape(op, ad[0], b, x);
+}
+
+// The same with la given directly (numeric handles instead of Ax).
+template <class B, class X>
+BatchShape rhs_shape(const char* op, int64_t la, const B& b, const X& x) {
+  auto bd = b.dimensions(), xd = x.dimensions();
+  if (bd.size() != 3 || xd.size() != 3) shape_error(op, "internal rank mismatch (b, x 3D)");
+  BatchShape s{la, bd[0], xd[0], xd[1], xd[2]};
   if (bd[1] != s.n || bd[2] != s.nrhs || (s.la != 1 && s.la != s.l) || (s.lb != 1 && s.lb != s.l))
     shape_error(op, "internal batch shape mismatch");
   if (s.n > INT32_MAX || s.n * s.nrhs * (s.la == 1 ? s.l : 1) > INT32_MAX)
@@ -119,18 +130,189 @@ auto DotBinding() {
       .template Ret<ffi::Buffer<DT>>();          // y (l, n, nrhs), rows minor
 }
 
+
+//== split API ==//
+
+std::shared_ptr<Pattern> symbolic_pattern(ffi::Buffer<ffi::U64> sym, const char* op) {
+  if (sym.element_count() != 1) shape_error(op, "symbolic must be a single handle");
+  return Registry::instance().symbolic(sym.typed_data()[0], op, "symbolic")->pattern;
+}
+
+ffi::Error AnalyzeImpl(ffi::Buffer<ffi::S32, 1> ai, ffi::Buffer<ffi::S32, 1> aj,
+                       ffi::ResultBuffer<ffi::U64> out, int64_t n_col) {
+  constexpr const char* op = "klujax.analyze";
+  return guarded(op, [&] {
+    if (ai.element_count() != aj.element_count()) shape_error(op, "Ai and Aj differ in length");
+    if (n_col < 0 || n_col > INT32_MAX) shape_error(op, "n_col must be in [0, 2^31)");
+    auto p = Cache::instance().pattern(ai.typed_data(), aj.typed_data(), ai.element_count(),
+                                       static_cast<int32_t>(n_col), op);
+    out->typed_data()[0] = Registry::instance().add_symbolic(std::move(p));
+  });
+}
+
+template <ffi::DataType DT>
+ffi::Error FactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
+                      ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT, 2> ax,
+                      ffi::Buffer<ffi::U64> sym, ffi::ResultBuffer<ffi::U64> out) {
+  constexpr const char* op = "klujax.factor";
+  return guarded(op, [&] {
+    auto p = symbolic_pattern(sym, op);
+    const int64_t la = ax.dimensions()[0];
+    check_same_pattern(*p, ai.typed_data(), aj.typed_data(), ai.element_count(), p->n, op);
+    if (ax.dimensions()[1] != static_cast<int64_t>(ai.element_count())) shape_error(op, "Ax and Ai differ in n_nz");
+    PoolExecutor ex(pool);
+    NumericObjs objs = factor_new(&ex, p, ax.typed_data(), la, op);
+    for (int64_t m = 0; m < la; ++m)
+      out->typed_data()[m] = Registry::instance().add_numeric(std::move(objs[m]));
+  });
+}
+
+template <ffi::DataType DT>
+ffi::Error RefactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
+                        ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT, 2> ax,
+                        ffi::Buffer<ffi::U64> num, ffi::Buffer<ffi::U64> sym,
+                        ffi::ResultBuffer<ffi::U64> out) {
+  constexpr const char* op = "klujax.refactor";
+  return guarded(op, [&] {
+    using S = compute_t<ffi::NativeType<DT>>;
+    auto p = symbolic_pattern(sym, op);
+    const int64_t la = ax.dimensions()[0], ln = num.element_count();
+    check_same_pattern(*p, ai.typed_data(), aj.typed_data(), ai.element_count(), p->n, op);
+    if (ax.dimensions()[1] != static_cast<int64_t>(ai.element_count())) shape_error(op, "Ax and Ai differ in n_nz");
+    if (la != ln && la != 1)
+      shape_error(op, "Ax has " + std::to_string(la) + " batch members but numeric has " +
+                          std::to_string(ln) + " handles");
+    NumericObjs objs = lookup_numerics(num.typed_data(), ln, *p, KluTraits<S>::is_complex, op);
+    PoolExecutor ex(pool);
+    if (p->n > 0) factor_into(&ex, *p, ax.typed_data(), la, objs, op);
+    std::copy(num.typed_data(), num.typed_data() + ln, out->typed_data());
+  });
+}
+
+template <ffi::DataType DT>
+ffi::Error SolveWithSymbolImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
+                               ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT> ax,
+                               ffi::Buffer<DT> b, ffi::Buffer<ffi::U64> sym,
+                               ffi::ResultBuffer<DT> x, bool transpose, bool retain) {
+  constexpr const char* op = "klujax.solve_with_symbol";
+  return guarded(op, [&] {
+    BatchShape s = batch_shape(op, ai.element_count(), aj.element_count(), ax, b, *x);
+    auto p = symbolic_pattern(sym, op);
+    check_same_pattern(*p, ai.typed_data(), aj.typed_data(), ai.element_count(), s.n, op);
+    PoolExecutor ex(pool);
+    solve_batch(&ex, *p, ax.typed_data(), b.typed_data(), x->typed_data(), s, transpose, retain,
+                op);
+  });
+}
+
+template <ffi::DataType DT>
+ffi::Error SolveWithNumericImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U64> num,
+                                ffi::Buffer<DT> b, ffi::Buffer<ffi::U64> sym,
+                                ffi::ResultBuffer<DT> x, bool transpose) {
+  constexpr const char* op = "klujax.solve_with_numeric";
+  return guarded(op, [&] {
+    using S = compute_t<ffi::NativeType<DT>>;
+    BatchShape s = rhs_shape(op, num.element_count(), b, *x);
+    auto p = symbolic_pattern(sym, op);
+    if (s.n != p->n)
+      shape_error(op, "b has n_col=" + std::to_string(s.n) + " but the symbolic handle is for "
+                      "n_col=" + std::to_string(p->n));
+    NumericObjs objs =
+        lookup_numerics(num.typed_data(), s.la, *p, KluTraits<S>::is_complex, op);
+    PoolExecutor ex(pool);
+    solve_with_numerics(&ex, *p, objs, b.typed_data(), x->typed_data(), s, transpose, op);
+  });
+}
+
+template <bool Numeric>
+ffi::Error FreeImpl(ffi::Buffer<ffi::U64> h, ffi::ResultBuffer<ffi::S32> out) {
+  return guarded(Numeric ? "klujax.free_numeric" : "klujax.free_symbolic", [&] {
+    int32_t freed = 0;
+    for (size_t m = 0; m < h.element_count(); ++m)
+      freed += static_cast<int32_t>(Numeric ? Registry::instance().free_numeric(h.typed_data()[m])
+                                            : Registry::instance().free_symbolic(h.typed_data()[m]));
+    out->typed_data()[0] = freed;
+  });
+}
+
+template <ffi::DataType DT>
+auto FactorBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .template Arg<ffi::Buffer<ffi::S32, 1>>()
+      .template Arg<ffi::Buffer<ffi::S32, 1>>()
+      .template Arg<ffi::Buffer<DT, 2>>()
+      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Ret<ffi::Buffer<ffi::U64>>();
+}
+
+template <ffi::DataType DT>
+auto RefactorBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .template Arg<ffi::Buffer<ffi::S32, 1>>()
+      .template Arg<ffi::Buffer<ffi::S32, 1>>()
+      .template Arg<ffi::Buffer<DT, 2>>()
+      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Ret<ffi::Buffer<ffi::U64>>();
+}
+
+template <ffi::DataType DT>
+auto SolveWithSymbolBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .template Arg<ffi::Buffer<ffi::S32, 1>>()
+      .template Arg<ffi::Buffer<ffi::S32, 1>>()
+      .template Arg<ffi::Buffer<DT>>()
+      .template Arg<ffi::Buffer<DT>>()
+      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Ret<ffi::Buffer<DT>>()
+      .template Attr<bool>("transpose")
+      .template Attr<bool>("retain");
+}
+
+template <ffi::DataType DT>
+auto SolveWithNumericBinding() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Arg<ffi::Buffer<DT>>()
+      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Ret<ffi::Buffer<DT>>()
+      .template Attr<bool>("transpose");
+}
+
+auto AnalyzeBinding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::S32, 1>>()
+      .Arg<ffi::Buffer<ffi::S32, 1>>()
+      .Ret<ffi::Buffer<ffi::U64>>()
+      .Attr<int64_t>("n_col");
+}
+
+auto FreeBinding() {
+  return ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::U64>>().Ret<ffi::Buffer<ffi::S32>>();
+}
+
 }  // namespace
 
 //== Handler symbols: one line per op, expanded per dtype ==//
 
 #define KLUJAX_DTYPES(X, op, Op) X(op, Op, f32, F32) X(op, Op, f64, F64) \
   X(op, Op, c64, C64) X(op, Op, c128, C128)
-#define KLUJAX_OPS(X) KLUJAX_DTYPES(X, solve, Solve) KLUJAX_DTYPES(X, dot, Dot)
+#define KLUJAX_OPS(X) KLUJAX_DTYPES(X, solve, Solve) KLUJAX_DTYPES(X, dot, Dot) \
+  KLUJAX_DTYPES(X, factor, Factor) KLUJAX_DTYPES(X, refactor, Refactor)        \
+  KLUJAX_DTYPES(X, solve_with_symbol, SolveWithSymbol)                        \
+  KLUJAX_DTYPES(X, solve_with_numeric, SolveWithNumeric)
 
 #define KLUJAX_DEFINE(op, Op, sfx, DT) \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_##op##_##sfx, Op##Impl<ffi::DT>, Op##Binding<ffi::DT>());
 KLUJAX_OPS(KLUJAX_DEFINE)
 #undef KLUJAX_DEFINE
+XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_analyze, AnalyzeImpl, AnalyzeBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_free_symbolic, FreeImpl<false>, FreeBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_free_numeric, FreeImpl<true>, FreeBinding());
 
 std::vector<std::pair<std::string, void*>> registrations() {
   std::vector<std::pair<std::string, void*>> out;
@@ -138,6 +320,9 @@ std::vector<std::pair<std::string, void*>> registrations() {
   out.emplace_back("klujax_" #op "_" #sfx, reinterpret_cast<void*>(klujax_##op##_##sfx));
   KLUJAX_OPS(KLUJAX_REGISTER)
 #undef KLUJAX_REGISTER
+  out.emplace_back("klujax_analyze", reinterpret_cast<void*>(klujax_analyze));
+  out.emplace_back("klujax_free_symbolic", reinterpret_cast<void*>(klujax_free_symbolic));
+  out.emplace_back("klujax_free_numeric", reinterpret_cast<void*>(klujax_free_numeric));
   return out;
 }
 

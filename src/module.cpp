@@ -4,6 +4,7 @@
 #include <type_traits>
 
 #include "handlers.hpp"
+#include "handles.hpp"
 #include "pattern.hpp"
 #include "xla/ffi/api/c_api.h"
 
@@ -38,6 +39,12 @@ PYBIND11_MODULE(_klujax, m) {
     d["pattern_misses"] = i.pattern_misses;
     d["numeric_hits"] = i.numeric_hits;
     d["numeric_misses"] = i.numeric_misses;
+    return d;
+  });
+  m.def("live_handles", [] {
+    py::dict d;
+    d["symbolic"] = klujax::Registry::instance().live_symbolic();
+    d["numeric"] = klujax::Registry::instance().live_numeric();
     return d;
   });
   m.def("clear_cache", [] { klujax::Cache::instance().clear(); });

@@ -1,0 +1,57 @@
+// The registry of live split-API objects. A handle is an opaque uint64 id; every use
+// goes through lookup(), which checks that the id is live and of the expected kind
+// before anything is dereferenced, so freed, foreign, random or wrong-kind handles give
+// an InvalidArgument error instead of a crash. Objects are shared_ptr-owned, so freeing a
+// handle while another thread still solves with it is safe.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "pattern.hpp"
+
+namespace klujax {
+
+// A symbolic analysis: an analysed pattern. analyze() of the same pattern returns the
+// same id (reference counted), so analysing inside a jitted loop does not grow memory.
+struct SymbolicObj {
+  std::shared_ptr<Pattern> pattern;
+  int64_t refs = 1;  // guarded by the registry mutex
+};
+
+// One numeric factorization (one batch member).
+struct NumericObj {
+  std::shared_ptr<Pattern> pattern;
+  bool is_complex = false;
+  std::mutex mu;  // klu_solve writes into the numeric object's workspace
+  Fact fact;
+  bool ok = false;  // false: the last (re)factorization found the matrix singular
+};
+
+class Registry {
+ public:
+  static Registry& instance();
+
+  uint64_t add_symbolic(std::shared_ptr<Pattern> p);
+  uint64_t add_numeric(std::shared_ptr<NumericObj> obj);
+  std::shared_ptr<SymbolicObj> symbolic(uint64_t id, const char* op, const char* arg);
+  std::shared_ptr<NumericObj> numeric(uint64_t id, const char* op, const char* arg);
+  // Returns how many objects were freed; unknown ids (double frees) are ignored.
+  int64_t free_symbolic(uint64_t id);
+  int64_t free_numeric(uint64_t id);
+  int64_t live_symbolic();
+  int64_t live_numeric();
+
+ private:
+  Registry();
+  uint64_t next_id_locked(uint64_t tag);
+
+  std::mutex mu_;
+  uint64_t salt_, counter_ = 0;
+  struct Map;
+  std::unique_ptr<Map> map_;
+};
+
+}  // namespace klujax
