@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import os
+
 import jax
 import numpy as np
 
@@ -137,6 +139,43 @@ def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> An
     return rule(ctx, *args, **attrs)
 
 
+def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> Any:
+    """Lowering for accelerator platforms: run the CPU kernel through a host callback.
+
+    KLU is a CPU library. On a GPU (or any non-CPU) backend the operands are copied to
+    the host, solved there by the same FFI target, and copied back, so klujax works
+    unchanged inside computations placed on an accelerator (at the cost of the copies).
+    """
+    name = f"klujax_{spec.name}_{sfx}" if sfx else f"klujax_{spec.name}"
+    outs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in ctx.avals_out]
+    major_to_minor = lambda lay: None if lay is None else tuple(reversed(lay))  # noqa: E731
+    call = jax.ffi.ffi_call(
+        name, outs[0],
+        input_layouts=[major_to_minor(lay) for lay in _layouts(spec)],
+        output_layouts=major_to_minor(RHS_LAYOUT if len(outs[0].shape) == 3 else None),
+        has_side_effect=spec.effectful,
+    )
+    attrs = {k: np.bool_(v) if isinstance(v, bool) else np.int64(v) for k, v in params.items()}
+    kernel = jax.jit(lambda *a: call(*a, **attrs))
+
+    def host(*arrays: Any) -> Any:
+        cpu = jax.devices("cpu")[0]
+        with jax.enable_x64(True):  # callback threads do not inherit a local x64 context
+            return np.asarray(kernel(*jax.device_put(arrays, cpu)))
+
+    def fn(*xs: Any) -> Any:
+        if spec.effectful:
+            return jax.experimental.io_callback(host, outs[0], *xs)
+        return jax.pure_callback(host, outs[0], *xs, vmap_method="sequential")
+
+    return mlir.lower_fun(fn, multiple_results=False)(ctx, *args)
+
+
+# KLUJAX_FORCE_HOST_CALLBACK=1 uses the accelerator path on the CPU too (for testing it).
+_HOST_PLATFORMS = ("cuda", "rocm", "tpu") + (
+    ("cpu",) if os.environ.get("KLUJAX_FORCE_HOST_CALLBACK") == "1" else ())
+
+
 def make_primitives(spec: OpSpec) -> None:
     """Creates and registers the primitives of one op (one per dtype)."""
     suffixes = DTYPE_SUFFIX.values() if spec.per_dtype else ("",)
@@ -150,6 +189,8 @@ def make_primitives(spec: OpSpec) -> None:
         else:
             p.def_abstract_eval(partial(spec.abstract_eval, spec=spec))
         mlir.register_lowering(p, partial(_lowering, spec=spec, sfx=sfx), platform="cpu")
+        for platform in _HOST_PLATFORMS:
+            mlir.register_lowering(p, partial(_host_lowering, spec=spec, sfx=sfx), platform=platform)
         spec.primitives[sfx] = p
 
 
