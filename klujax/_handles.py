@@ -64,6 +64,7 @@ class KLUHandleManager:
         self.handle = handle
         self.kind = kind
         self.dtype = None if dtype is None else np.dtype(dtype)
+        self._dtype_name = None if dtype is None else self.dtype.name
         self.owned = bool(owned) and not isinstance(handle, jax.core.Tracer)
         self._finalizer = (
             weakref.finalize(self, _free_native, kind, np.asarray(handle).copy()) if self.owned else None
@@ -93,7 +94,7 @@ class KLUHandleManager:
 
     # -- pytree --
     def tree_flatten(self) -> tuple[tuple[Any], tuple[str, Any]]:
-        return (self.handle,), (self.kind, None if self.dtype is None else self.dtype.name)
+        return (self.handle,), (self.kind, self._dtype_name)
 
     @classmethod
     def tree_unflatten(cls, aux: tuple[str, Any], children: Any) -> KLUHandleManager:
@@ -115,8 +116,8 @@ def handle_array(fn: str, name: str, h: Any, kind: str) -> jax.Array:
             raise ValueError(f"{fn}: {name} was already freed")
         h = h.handle
     dt = getattr(h, "dtype", None)
-    if dt is None or np.dtype(dt) != np.uint64:
+    if dt != np.uint64:
         raise TypeError(
             f"{fn}: {name} must be a KLUHandleManager or a uint64 handle array, got "
             f"{type(h).__name__} of dtype {dt}")
-    return jnp.asarray(h)
+    return h

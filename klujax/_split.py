@@ -181,7 +181,7 @@ def p_dtype(p: Any) -> np.dtype:
 def _numeric_solve(fn: str, numeric: Handle, b: ArrayLike, symbolic: Handle, transpose: bool) -> jax.Array:
     num = handle_array(fn, "numeric", numeric, "numeric")
     sym = handle_array(fn, "symbolic", symbolic, "symbolic")
-    dtype = numeric.dtype.name if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None else None
+    dtype = numeric._dtype_name if isinstance(numeric, KLUHandleManager) else None
     return _solve_with_numeric(num, b, sym, transpose=transpose, ax_ndim=num.ndim + 1, dtype=dtype)
 
 

@@ -122,11 +122,11 @@ struct RhsBlocks {
   }
 };
 
+// The cache key of a block of values: its raw bytes (with is_complex and the element
+// size, which tell f32 from f64 and c64 blocks of equal byte length).
 template <class In>
-std::string values_key(const In* ax, int64_t count) {
-  std::string key(1, static_cast<char>(sizeof(In)));
-  key.append(reinterpret_cast<const char*>(ax), sizeof(In) * count);
-  return key;
+std::string_view values_key(const In* ax, int64_t count) {
+  return {reinterpret_cast<const char*>(ax), sizeof(In) * static_cast<size_t>(count)};
 }
 
 // x = A^-1 b (or A^-T b) for every member. `retain` keeps every member's factorization in
@@ -145,18 +145,21 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
   const int64_t cols = rhs.cols();
 
   std::unique_ptr<NumericSet> set;
-  std::string key;
+  std::string_view key;
   uint64_t key_hash = 0;
   if (retain) {
     key = values_key(ax, s.la * nnz);
     key_hash = hash_bytes(key.data(), key.size(), 17);
-    set = cache.take_set(p, cplx, key, key_hash);
+    set = cache.take_set(p, cplx, sizeof(In), key, key_hash);
   }
   const bool hit = set != nullptr;
+  std::unique_ptr<NumericSet> old;  // a previous set whose objects we refactor
   if (retain && !hit) {
+    old = cache.recycle_set(p, cplx, s.la);
     set = std::make_unique<NumericSet>();
     set->is_complex = cplx;
-    set->key = std::move(key);
+    set->elem_size = sizeof(In);
+    set->key.assign(key.data(), key.size());
     set->hash = key_hash;
     set->members.resize(s.la);
   }
@@ -174,7 +177,9 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
         solve_in_place(p, f, f.num != nullptr, transpose, cols, w, c, op);
       } else {
         p.scatter(ax + m * nnz, vals.data());
-        Fact own = retain ? cache.take_spare(p, cplx) : Fact{};
+        Fact own = !retain ? Fact{}
+                   : old     ? std::move(old->members[m])
+                             : cache.take_spare(p, cplx);
         Fact& f = retain ? own : chain;
         bool ok = factorize(p, vals.data(), f, c, op);
         solve_in_place(p, f, ok, transpose, cols, w, c, op);

@@ -27,18 +27,21 @@ void validate_indices(const int32_t* idx, int64_t nnz, int64_t n, const char* op
 }
 
 uint64_t hash_bytes(const void* data, size_t size, uint64_t seed) {
-  // 64-bit multiply-xor over words: fast, and only a pre-filter before a full compare.
+  // Four independent multiply-xor lanes (instruction-level parallelism): only a
+  // pre-filter before a full comparison, so speed matters more than quality.
+  constexpr uint64_t kMul = 0x9E3779B97F4A7C15ULL;
   const auto* p = static_cast<const unsigned char*>(data);
-  uint64_t h = seed ^ (size * 0x9E3779B97F4A7C15ULL);
+  uint64_t h[4] = {seed ^ size, seed + kMul, seed ^ 0x5555, seed * kMul + 1};
   size_t i = 0;
-  for (; i + 8 <= size; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0x100000001B3ULL;
-    h ^= h >> 29;
+  for (; i + 32 <= size; i += 32) {
+    uint64_t w[4];
+    std::memcpy(w, p + i, 32);
+    for (int l = 0; l < 4; ++l) h[l] = (h[l] ^ w[l]) * kMul;
   }
-  for (; i < size; ++i) h = (h ^ p[i]) * 0x100000001B3ULL;
-  return h;
+  uint64_t out = h[0] ^ (h[1] >> 7) ^ (h[2] << 11) ^ (h[3] >> 23);
+  for (; i < size; ++i) out = (out ^ p[i]) * 0x100000001B3ULL;
+  out ^= out >> 29;
+  return out * kMul;
 }
 
 static uint64_t pattern_hash(const int32_t* ai, const int32_t* aj, int64_t nnz, int32_t n) {
@@ -151,12 +154,14 @@ std::shared_ptr<Pattern> Cache::pattern(const int32_t* ai, const int32_t* aj, in
   return built;
 }
 
-std::unique_ptr<NumericSet> Cache::take_set(Pattern& p, bool is_complex, std::string_view key,
-                                            uint64_t hash) {
+std::unique_ptr<NumericSet> Cache::take_set(Pattern& p, bool is_complex, size_t elem_size,
+                                            std::string_view key, uint64_t hash) {
+  // `key` may point straight at the caller's buffer: compared here, copied by no one.
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = p.sets.begin(); it != p.sets.end(); ++it) {
     NumericSet& s = **it;
-    if (s.is_complex == is_complex && s.hash == hash && s.key == key) {
+    if (s.is_complex == is_complex && s.elem_size == elem_size && s.hash == hash &&
+        s.key == key) {
       std::unique_ptr<NumericSet> out = std::move(*it);
       p.sets.erase(it);
       if (p.cached) used_ -= out->bytes;
@@ -178,6 +183,20 @@ void Cache::put_set(Pattern& p, std::unique_ptr<NumericSet> set) {
     p.sets.pop_back();
   }
   enforce_limit_locked();
+}
+
+std::unique_ptr<NumericSet> Cache::recycle_set(Pattern& p, bool is_complex, size_t members) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (p.sets.size() < 2) return nullptr;
+  for (auto it = std::prev(p.sets.end()); it != p.sets.begin(); --it) {
+    if ((*it)->is_complex == is_complex && (*it)->members.size() == members) {
+      std::unique_ptr<NumericSet> out = std::move(*it);
+      p.sets.erase(it);
+      if (p.cached) used_ -= out->bytes;
+      return out;
+    }
+  }
+  return nullptr;
 }
 
 Fact Cache::take_spare(Pattern& p, bool is_complex) {

@@ -33,7 +33,8 @@ struct Fact {
 // Factorizations of one block of values (all members of a batched Ax), keyed by content.
 struct NumericSet {
   bool is_complex = false;
-  std::string key;  // dtype tag + raw bytes of the Ax block
+  size_t elem_size = 0;  // bytes per value of the input dtype (f32 and f64 blocks differ)
+  std::string key;       // raw bytes of the Ax block
   uint64_t hash = 0;
   std::vector<Fact> members;
   size_t bytes = 0;
@@ -84,9 +85,12 @@ class Cache {
   std::shared_ptr<Pattern> pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,
                                    int32_t n, const char* op);
   // Removes and returns the factorizations of exactly `key`, or null.
-  std::unique_ptr<NumericSet> take_set(Pattern& p, bool is_complex, std::string_view key,
-                                       uint64_t hash);
+  std::unique_ptr<NumericSet> take_set(Pattern& p, bool is_complex, size_t elem_size,
+                                       std::string_view key, uint64_t hash);
   void put_set(Pattern& p, std::unique_ptr<NumericSet> set);
+  // The oldest kept set of `members` factorizations, if the pattern keeps at least two
+  // (the newest always stays): its objects are refactored for new values, not rebuilt.
+  std::unique_ptr<NumericSet> recycle_set(Pattern& p, bool is_complex, size_t members);
   // A numeric object of this pattern to refactor (num is null if there is none).
   Fact take_spare(Pattern& p, bool is_complex);
   void put_spare(Pattern& p, bool is_complex, Fact f);
