@@ -42,6 +42,7 @@ template <class S>
 bool factorize(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
   using K = KluTraits<S>;
   klu_symbolic* sym = p.symbolic.get();
+  if (!sym) return false;  // no entries at all: singular
   if (f.num) {
     if (K::refactor(p.ap_ptr(), p.ai_ptr(), vals, sym, f.num.get(), c.get())) {
       K::rcond(sym, f.num.get(), c.get());

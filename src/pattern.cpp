@@ -91,7 +91,7 @@ std::shared_ptr<Pattern> build_pattern(const int32_t* ai, const int32_t* aj, int
   std::partial_sum(p->ap.begin(), p->ap.end(), p->ap.begin());
   p->ai.shrink_to_fit();
 
-  if (n > 0) {
+  if (n > 0 && !p->ai.empty()) {  // KLU rejects an empty matrix; it is singular anyway
     Common c;
     p->symbolic.reset(klu_analyze(n, p->ap.data(), p->ai.data(), c.get()));
     if (!p->symbolic) {

@@ -46,7 +46,7 @@ struct Pattern {
   std::vector<int32_t> key_i, key_j; // the COO indices: the cache key
   std::vector<int32_t> ap, ai;       // CSC of the unique entries, rows ascending
   std::vector<int32_t> slot;         // COO position -> CSC position (duplicates share)
-  SymbolicPtr symbolic;              // null only when n == 0
+  SymbolicPtr symbolic;              // null when n == 0 or there are no entries
   uint64_t hash = 0;
   size_t bytes = 0;
 
