@@ -91,29 +91,29 @@ def coalesce(
         (``size`` instead of ``n_unique`` when given). Differentiable w.r.t. ``Ax``.
     """
     fn = "klujax.coalesce"
-    Ai = jnp.asarray(Ai)
-    Aj = jnp.asarray(Aj)
+    # Concrete indices (NumPy, or jax arrays closed over inside jit) are worked out with
+    # NumPy, so the output size is known; traced ones need `size`.
+    traced = isinstance(Ai, jax.core.Tracer) or isinstance(Aj, jax.core.Tracer)
+    xp = jnp if traced else np
+    Ai = xp.asarray(Ai)
+    Aj = xp.asarray(Aj)
     Ax = jnp.asarray(Ax)
     for name, idx in (("Ai", Ai), ("Aj", Aj)):
-        if not jnp.issubdtype(idx.dtype, jnp.integer) or idx.ndim != 1:
+        if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
             raise TypeError(f"{fn}: {name} must be a 1D integer array, got {idx.dtype}{idx.shape}")
     if Ax.ndim not in (1, 2) or Ai.shape != Aj.shape or Ax.shape[-1] != Ai.shape[0]:
         raise ValueError(f"{fn}: expected Ai, Aj (n_nz,) and Ax (..., n_nz), got "
                          f"{Ai.shape}, {Aj.shape}, {Ax.shape}")
-    n_nz = Ai.shape[0]
-    order = jnp.lexsort((Aj, Ai))
+    order = xp.lexsort((Aj, Ai))
     si, sj = Ai[order], Aj[order]
-    new = jnp.ones(n_nz, bool) if n_nz == 0 else jnp.concatenate(
-        [jnp.ones(1, bool), (si[1:] != si[:-1]) | (sj[1:] != sj[:-1])])
-    seg = jnp.cumsum(new) - 1
+    new = xp.concatenate([xp.ones(min(1, si.shape[0]), bool), (si[1:] != si[:-1]) | (sj[1:] != sj[:-1])])
+    seg = xp.cumsum(new) - 1
     if size is None:
-        try:
-            size = int(new.sum())
-        except jax.errors.ConcretizationTypeError:
+        if traced:
             raise ValueError(f"{fn}: Ai/Aj are traced, so the number of unique entries is "
-                             "unknown: pass size=... (or close over concrete indices)") from None
-    keep = seg < size
-    slot = jnp.where(keep, seg, size)  # out of bounds: dropped by mode="drop"
+                             "unknown: pass size=... (or close over concrete indices)")
+        size = int(new.sum())
+    slot = xp.where(seg < size, seg, size)  # out of bounds: dropped by mode="drop"
     out_i = jnp.zeros(size, Ai.dtype).at[slot].set(si, mode="drop")
     out_j = jnp.zeros(size, Aj.dtype).at[slot].set(sj, mode="drop")
     sx = jnp.moveaxis(Ax, -1, 0)[order]
