@@ -47,6 +47,8 @@ class OpSpec:
     params: tuple[str, ...] = ()
     effectful: bool = False
     per_dtype: bool = True
+    #: extra trailing operands that only order the op after them (``dependency=``)
+    variadic: bool = False
     primitives: dict[str, Primitive] = field(default_factory=dict, compare=False)
 
 
@@ -122,8 +124,9 @@ def target(op: str, dtype: Any) -> str:
     return f"klujax_{op}_{DTYPE_SUFFIX[np.dtype(dtype)]}"
 
 
-def _layouts(spec: OpSpec) -> list[Any]:
-    return [RHS_LAYOUT if r == "rhs" else None for r in spec.operands]
+def _layouts(spec: OpSpec, n_operands: int | None = None) -> list[Any]:
+    fixed = [RHS_LAYOUT if r == "rhs" else None for r in spec.operands]
+    return fixed + [None] * ((n_operands or len(fixed)) - len(fixed))
 
 
 def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> Any:
@@ -132,7 +135,7 @@ def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> An
     attrs = {k: np.bool_(v) if isinstance(v, bool) else np.int64(v) for k, v in params.items()}
     rule = jax.ffi.ffi_lowering(
         f"klujax_{spec.name}_{sfx}" if sfx else f"klujax_{spec.name}",
-        operand_layouts=_layouts(spec),
+        operand_layouts=_layouts(spec, len(args)),
         result_layouts=result_layouts,
         has_side_effect=spec.effectful,
     )
@@ -151,7 +154,7 @@ def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) 
     major_to_minor = lambda lay: None if lay is None else tuple(reversed(lay))  # noqa: E731
     call = jax.ffi.ffi_call(
         name, outs[0],
-        input_layouts=[major_to_minor(lay) for lay in _layouts(spec)],
+        input_layouts=[major_to_minor(lay) for lay in _layouts(spec, len(args))],
         output_layouts=major_to_minor(RHS_LAYOUT if len(outs[0].shape) == 3 else None),
         has_side_effect=spec.effectful,
     )
@@ -183,11 +186,12 @@ def make_primitives(spec: OpSpec) -> None:
         name = f"{spec.name}_{sfx}" if sfx else f"{spec.name}_p"
         p = Primitive(name)
         p.def_impl(partial(apply_primitive, p))
+        n_fixed = len(spec.operands)
+        evaluate = lambda *a, _e=partial(spec.abstract_eval, spec=spec), **k: _e(*a[:n_fixed], **k)  # noqa: E731
         if spec.effectful:
-            p.def_effectful_abstract_eval(
-                lambda *a, _eval=partial(spec.abstract_eval, spec=spec), **k: (_eval(*a, **k), {klu_effect}))
+            p.def_effectful_abstract_eval(lambda *a, _e=evaluate, **k: (_e(*a, **k), {klu_effect}))
         else:
-            p.def_abstract_eval(partial(spec.abstract_eval, spec=spec))
+            p.def_abstract_eval(evaluate)
         mlir.register_lowering(p, partial(_lowering, spec=spec, sfx=sfx), platform="cpu")
         for platform in _HOST_PLATFORMS:
             mlir.register_lowering(p, partial(_host_lowering, spec=spec, sfx=sfx), platform=platform)
@@ -207,15 +211,15 @@ ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col",), effe
                           per_dtype=False))
 FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, effectful=True))
 REFACTOR = register(OpSpec("refactor", (*_IJ, "values", "numeric", "symbolic"), _factor_eval,
-                           effectful=True))
+                           effectful=True, variadic=True))
 SOLVE_WITH_SYMBOL = register(OpSpec("solve_with_symbol", (*_IJ, "values", "rhs", "symbolic"),
                                     _rhs_like_eval, params=("transpose", "retain")))
 SOLVE_WITH_NUMERIC = register(OpSpec("solve_with_numeric", ("numeric", "rhs", "symbolic"),
                                      _numeric_solve_eval, params=("transpose",)))
 FREE_SYMBOLIC = register(OpSpec("free_symbolic", ("symbolic",), _free_eval, effectful=True,
-                                per_dtype=False))
+                                per_dtype=False, variadic=True))
 FREE_NUMERIC = register(OpSpec("free_numeric", ("numeric",), _free_eval, effectful=True,
-                               per_dtype=False))
+                               per_dtype=False, variadic=True))
 for _spec in OPS.values():
     make_primitives(_spec)
 

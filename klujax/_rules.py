@@ -49,6 +49,8 @@ def _dtype_of(spec: OpSpec, args: Any) -> Any:
 
 
 def _bind(spec: OpSpec, args: Any, **params: Any) -> Any:
+    if not spec.per_dtype:
+        return spec.primitives[""].bind(*args, **params)
     return prim(spec.name, _dtype_of(spec, args)).bind(*args, **params)
 
 
@@ -169,7 +171,6 @@ def _batch_solve_like(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> A
     _shared_batched_error(spec, dims)
     li, ri = _pos(spec, _LHS), _pos(spec, "rhs")
     V, b, dV, db = args[li], args[ri], dims[li], dims[ri]
-    core = tuple(V.shape[2:]) if dV is not None else tuple(V.shape[1:])
 
     def bind(V_: Any, b_: Any) -> Any:
         new = list(args)
@@ -182,7 +183,7 @@ def _batch_solve_like(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> A
         x = bind(V, b.transpose(1, 2, 0, 3).reshape(lb, n, B * r))
         return x.reshape(x.shape[0], n, B, r).transpose(2, 0, 1, 3), 0
     V = jnp.moveaxis(V, dV, 0)
-    B, la = V.shape[:2]
+    B, la, core = V.shape[0], V.shape[1], tuple(V.shape[2:])
     b = b[None] if db is None else jnp.moveaxis(b, db, 0)
     Bb, lb, n, r = b.shape
     if la == 1 and lb > 1:  # one matrix per batch member: fold b's n_lhs into n_rhs
@@ -224,8 +225,7 @@ def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
 
 
 def _batch_free(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
-    (h,), (d,) = args, dims
-    return _bind(spec, (h.reshape(-1),), **params), None
+    return _bind(spec, (args[0].reshape(-1), *args[1:]), **params), None
 
 
 def _batch_analyze(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:

@@ -134,7 +134,7 @@ def canonical(
         )
     if n_nz > INT32_MAX:
         raise ValueError(f"{fn}: n_nz must be below 2^31, got {n_nz}")
-    Ax2 = Ax.reshape(-1, n_nz) if Ax.ndim == 2 else Ax[None]
+    Ax2 = Ax if Ax.ndim == 2 else Ax[None]
     b3, layout = canonical_rhs(fn, b, Ax2.shape[0], Ax.ndim, b_name=b_name)
     return Ai, Aj, Ax2.astype(dtype), b3.astype(dtype), layout
 

@@ -39,12 +39,15 @@ def analyze(Ai: ArrayLike, Aj: ArrayLike, n_col: int) -> KLUHandleManager:
     """Symbolic analysis (ordering, block triangular form) of a sparsity pattern.
 
     Args:
-        Ai: ``(n_nz,)`` row indices; Aj: ``(n_nz,)`` column indices (duplicates allowed).
+        Ai: ``(n_nz,)`` row indices (duplicates allowed).
+        Aj: ``(n_nz,)`` column indices.
         n_col: the matrix size ``n`` (the matrix is ``n x n``); must be a Python int.
 
     Returns:
-        A symbolic :class:`KLUHandleManager` (``handle`` shape ``()``). Analysing the same
-        pattern again returns the same handle (reference counted: free it once per call).
+        A symbolic :class:`KLUHandleManager` (``handle`` shape ``()``). Every call returns
+        its own handle, but handles of one pattern share a single analysis (also with
+        :func:`klujax.solve`'s cache), so numeric handles factored through one work with
+        any other.
     """
     try:
         n_col = int(n_col)
@@ -67,7 +70,7 @@ def _values(fn: str, Ai: Any, Aj: Any, Ax: Any) -> tuple[jax.Array, jax.Array, j
     if Ax.ndim not in (1, 2) or Ai.shape != (Ax.shape[-1],) or Aj.shape != Ai.shape:
         raise ValueError(f"{fn}: expected Ai, Aj (n_nz,) and Ax (n_nz,) or (n_lhs, n_nz), got "
                          f"{Ai.shape}, {Aj.shape}, {Ax.shape}")
-    return Ai, Aj, Ax.reshape(-1, Ax.shape[-1]).astype(dtype)
+    return Ai, Aj, (Ax if Ax.ndim == 2 else Ax[None]).astype(dtype)
 
 
 @jax.jit
@@ -82,7 +85,8 @@ def factor(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle) -> KLU
     """Numeric LU factorization(s) of ``A`` with a symbolic analysis.
 
     Args:
-        Ai, Aj: ``(n_nz,)`` indices: the pattern ``symbolic`` was analysed from.
+        Ai: ``(n_nz,)`` row indices of the pattern ``symbolic`` was analysed from.
+        Aj: ``(n_nz,)`` column indices of that pattern.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values: one factorization per batch member.
         symbolic: from :func:`analyze`.
 
@@ -95,22 +99,35 @@ def factor(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle) -> KLU
     return _wrap(_factor(Ai, Aj, Ax, sym), "numeric", dtype)
 
 
+def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
+    """Array leaves of ``dependency``: extra operands that order an op after them."""
+    return tuple(jnp.asarray(x) for x in jax.tree_util.tree_leaves(dependency)
+                 if not isinstance(x, KLUHandleManager))
+
+
 @jax.jit
-def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array) -> jax.Array:
+def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple) -> jax.Array:
     Ai, Aj, Ax2 = _values("klujax.refactor", Ai, Aj, Ax)
-    return prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym).reshape(num.shape)
+    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps)
+    return out.reshape(num.shape)
 
 
 def refactor(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, numeric: Handle, symbolic: Handle
+    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, numeric: Handle, symbolic: Handle,
+    dependency: Any = None,
 ) -> KLUHandleManager:
     """Refactor with new values, reusing the numeric objects' memory and pivot order.
 
     ``Ax`` is ``(n_nz,)`` or ``(n_lhs, n_nz)`` matching ``numeric``'s batch (or a single
     member for all). A refactorization whose pivots degrade (cheap rcond check) is redone
-    with fresh pivoting. Returns the numeric handle it updated; inside ``jit`` every later
-    use must consume this *returned* value, which orders refactor -> solve -> free.
-    Outside ``jit`` the returned manager is ``numeric`` itself.
+    with fresh pivoting.
+
+    Returns the numeric handle it updated, as a *new handle value*: later uses must
+    consume it (inside ``jit`` that orders refactor -> solve -> free), and a use of the
+    old value afterwards raises a "stale handle" error instead of silently solving with
+    the new values. Inside ``jit``, ``dependency`` (any pytree of arrays, e.g. the result
+    of an earlier solve with the old factorization) makes the refactorization wait for
+    it. Outside ``jit`` the returned manager is ``numeric`` itself, updated in place.
     """
     fn = "klujax.refactor"
     num = handle_array(fn, "numeric", numeric, "numeric")
@@ -118,7 +135,7 @@ def refactor(
     dtype = compute_dtype(fn, Ax=Ax)
     if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None and numeric.dtype != dtype:
         raise TypeError(f"{fn}: numeric was factored as {numeric.dtype}, Ax is {dtype}")
-    out = _refactor(Ai, Aj, Ax, num, sym)
+    out = _refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency))
     if isinstance(numeric, KLUHandleManager) and not isinstance(out, jax.core.Tracer):
         numeric.handle = out
         return numeric
@@ -221,11 +238,9 @@ def _free(fn: str, kind: str, h: Handle, dependency: Any) -> jax.Array:
     arr = handle_array(fn, kind, h, kind) if not (isinstance(h, KLUHandleManager) and h.closed) else None
     if arr is None:
         return jnp.zeros((), jnp.int32)  # already freed: freeing twice is harmless
-    if dependency is not None:
-        # The barrier makes the handle available only once `dependency` is computed, so
-        # the free cannot be scheduled before the solves that produced it.
-        arr, _ = jax.lax.optimization_barrier((arr, dependency))
-    out = handle_prim(f"free_{kind}").bind(arr.reshape(-1))
+    # The dependency's arrays are operands of the free: a data dependency that XLA must
+    # respect (an optimization barrier alone does not order side effects on CPU).
+    out = handle_prim(f"free_{kind}").bind(arr.reshape(-1), *_dependency_operands(dependency))
     if isinstance(h, KLUHandleManager):
         h._disown()
         h.owned = True  # it was freed through this manager: report it as closed

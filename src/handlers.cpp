@@ -171,6 +171,7 @@ template <ffi::DataType DT>
 ffi::Error RefactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
                         ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT, 2> ax,
                         ffi::Buffer<ffi::U64> num, ffi::Buffer<ffi::U64> sym,
+                        ffi::RemainingArgs /*dependency: ordering only*/,
                         ffi::ResultBuffer<ffi::U64> out) {
   constexpr const char* op = "klujax.refactor";
   return guarded(op, [&] {
@@ -185,7 +186,8 @@ ffi::Error RefactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
     NumericObjs objs = lookup_numerics(num.typed_data(), ln, *p, KluTraits<S>::is_complex, op);
     PoolExecutor ex(pool);
     if (p->n > 0) factor_into(&ex, *p, ax.typed_data(), la, objs, op);
-    std::copy(num.typed_data(), num.typed_data() + ln, out->typed_data());
+    for (int64_t m = 0; m < ln; ++m)  // a new handle value: uses of the old one are stale
+      out->typed_data()[m] = Registry::with_version(num.typed_data()[m], ++objs[m]->version);
   });
 }
 
@@ -225,7 +227,8 @@ ffi::Error SolveWithNumericImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U64> num,
 }
 
 template <bool Numeric>
-ffi::Error FreeImpl(ffi::Buffer<ffi::U64> h, ffi::ResultBuffer<ffi::S32> out) {
+ffi::Error FreeImpl(ffi::Buffer<ffi::U64> h, ffi::RemainingArgs /*dependency: ordering only*/,
+                    ffi::ResultBuffer<ffi::S32> out) {
   return guarded(Numeric ? "klujax.free_numeric" : "klujax.free_symbolic", [&] {
     int32_t freed = 0;
     for (size_t m = 0; m < h.element_count(); ++m)
@@ -255,6 +258,7 @@ auto RefactorBinding() {
       .template Arg<ffi::Buffer<DT, 2>>()
       .template Arg<ffi::Buffer<ffi::U64>>()
       .template Arg<ffi::Buffer<ffi::U64>>()
+      .RemainingArgs()
       .template Ret<ffi::Buffer<ffi::U64>>();
 }
 
@@ -292,7 +296,7 @@ auto AnalyzeBinding() {
 }
 
 auto FreeBinding() {
-  return ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::U64>>().Ret<ffi::Buffer<ffi::S32>>();
+  return ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::U64>>().RemainingArgs().Ret<ffi::Buffer<ffi::S32>>();
 }
 
 }  // namespace

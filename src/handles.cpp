@@ -15,7 +15,6 @@ constexpr uint64_t kNumericTag = 0xA;
 struct Registry::Map {
   std::unordered_map<uint64_t, std::shared_ptr<SymbolicObj>> sym;
   std::unordered_map<uint64_t, std::shared_ptr<NumericObj>> num;
-  std::unordered_map<const Pattern*, uint64_t> sym_by_pattern;
 };
 
 Registry& Registry::instance() {
@@ -36,21 +35,16 @@ uint64_t Registry::next_id_locked(uint64_t tag) {
   do {
     uint64_t x = (++counter_ ^ salt_) * 0x9E3779B97F4A7C15ULL;
     x ^= x >> 31;
-    id = (x & ~uint64_t{0xF}) | tag;
+    id = (x & ~uint64_t{0xF} & ~kVersionMask) | tag;  // version 0
   } while (id == 0 || map_->sym.count(id) || map_->num.count(id));
   return id;
 }
 
 uint64_t Registry::add_symbolic(std::shared_ptr<Pattern> p) {
+  Cache::instance().pin(p);
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_->sym_by_pattern.find(p.get());
-  if (it != map_->sym_by_pattern.end()) {
-    ++map_->sym[it->second]->refs;
-    return it->second;
-  }
   uint64_t id = next_id_locked(kSymbolicTag);
   auto obj = std::make_shared<SymbolicObj>();
-  map_->sym_by_pattern[p.get()] = id;
   obj->pattern = std::move(p);
   map_->sym[id] = std::move(obj);
   return id;
@@ -71,7 +65,7 @@ std::shared_ptr<SymbolicObj> Registry::symbolic(uint64_t id, const char* op, con
   std::lock_guard<std::mutex> lock(mu_);
   auto it = map_->sym.find(id);
   if (it != map_->sym.end()) return it->second;
-  if (map_->num.count(id))
+  if (map_->num.count(id & ~kVersionMask))
     throw InvalidArgument(handle_error(op, arg, id, "a numeric handle, expected a symbolic one"));
   throw InvalidArgument(handle_error(op, arg, id, "not a live symbolic handle (freed, never "
                                                   "allocated, or from another process)"));
@@ -79,8 +73,16 @@ std::shared_ptr<SymbolicObj> Registry::symbolic(uint64_t id, const char* op, con
 
 std::shared_ptr<NumericObj> Registry::numeric(uint64_t id, const char* op, const char* arg) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_->num.find(id);
-  if (it != map_->num.end()) return it->second;
+  auto it = map_->num.find(id & ~kVersionMask);
+  if (it != map_->num.end()) {
+    if (with_version(id, it->second->version.load()) != id)
+      throw InvalidArgument(handle_error(
+          op, arg, id,
+          "stale: its factorization was refactored after this handle value was produced. Use "
+          "the handle returned by klujax.refactor; inside jit, pass dependency=... to "
+          "refactor to order it after the solves that need the old values"));
+    return it->second;
+  }
   if (map_->sym.count(id))
     throw InvalidArgument(handle_error(op, arg, id, "a symbolic handle, expected a numeric one"));
   throw InvalidArgument(handle_error(op, arg, id, "not a live numeric handle (freed, never "
@@ -89,20 +91,21 @@ std::shared_ptr<NumericObj> Registry::numeric(uint64_t id, const char* op, const
 
 int64_t Registry::free_symbolic(uint64_t id) {
   std::shared_ptr<SymbolicObj> dead;  // destroyed outside the lock
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_->sym.find(id);
-  if (it == map_->sym.end()) return 0;
-  if (--it->second->refs > 0) return 1;
-  dead = std::move(it->second);
-  map_->sym_by_pattern.erase(dead->pattern.get());
-  map_->sym.erase(it);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = map_->sym.find(id);
+    if (it == map_->sym.end()) return 0;
+    dead = std::move(it->second);
+    map_->sym.erase(it);
+  }
+  Cache::instance().unpin(*dead->pattern);
   return 1;
 }
 
 int64_t Registry::free_numeric(uint64_t id) {
   std::shared_ptr<NumericObj> dead;
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_->num.find(id);
+  auto it = map_->num.find(id & ~kVersionMask);
   if (it == map_->num.end()) return 0;
   dead = std::move(it->second);
   map_->num.erase(it);

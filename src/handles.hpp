@@ -5,6 +5,7 @@
 // handle while another thread still solves with it is safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -14,12 +15,20 @@
 
 namespace klujax {
 
-// A symbolic analysis: an analysed pattern. analyze() of the same pattern returns the
-// same id (reference counted), so analysing inside a jitted loop does not grow memory.
+// A symbolic analysis: a handle on an analysed pattern. Every analyze() call gets its own
+// id (so freeing one can never release another's), but all ids of one pattern share one
+// Pattern object, which the cache keeps (pins) while any of them is live: numeric
+// handles factored through one are usable with every other.
 struct SymbolicObj {
   std::shared_ptr<Pattern> pattern;
-  int64_t refs = 1;  // guarded by the registry mutex
 };
+
+// Numeric handle values carry a 16-bit version in bits 4..19: refactor() bumps it and
+// returns the new value, and a use of an older value is rejected as stale. Inside jit,
+// where only data dependencies order operations, a solve that XLA schedules after a
+// refactor it did not depend on thus fails loudly instead of silently using new values.
+constexpr uint64_t kVersionShift = 4;
+constexpr uint64_t kVersionMask = uint64_t{0xFFFF} << kVersionShift;
 
 // One numeric factorization (one batch member).
 struct NumericObj {
@@ -28,6 +37,7 @@ struct NumericObj {
   std::mutex mu;  // klu_solve writes into the numeric object's workspace
   Fact fact;
   bool ok = false;  // false: the last (re)factorization found the matrix singular
+  std::atomic<uint32_t> version{0};
 };
 
 class Registry {
@@ -40,6 +50,10 @@ class Registry {
   std::shared_ptr<NumericObj> numeric(uint64_t id, const char* op, const char* arg);
   // Returns how many objects were freed; unknown ids (double frees) are ignored.
   int64_t free_symbolic(uint64_t id);
+  // The handle value of obj's current version (base id `id`, any version).
+  static uint64_t with_version(uint64_t id, uint32_t version) {
+    return (id & ~kVersionMask) | ((uint64_t{version} << kVersionShift) & kVersionMask);
+  }
   int64_t free_numeric(uint64_t id);
   int64_t live_symbolic();
   int64_t live_numeric();

@@ -138,12 +138,20 @@ std::shared_ptr<Pattern> Cache::pattern(const int32_t* ai, const int32_t* aj, in
         return patterns_.front();
       }
     }
+    for (auto& p : pinned_) {
+      if (matches(*p)) {
+        ++pattern_hits_;
+        return p;
+      }
+    }
     ++pattern_misses_;
   }
   // Analyse outside the lock; a thread that raced us on the same pattern wins.
   std::shared_ptr<Pattern> built = build_pattern(ai, aj, nnz, n, op);
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& p : patterns_)
+    if (matches(*p)) return p;
+  for (auto& p : pinned_)
     if (matches(*p)) return p;
   if (limit_ > 0) {
     built->cached = true;
@@ -253,6 +261,22 @@ void Cache::enforce_limit_locked() {
   while (used_ > limit_ && patterns_.size() > 1) {
     drop_pattern_locked(*patterns_.back());
     patterns_.pop_back();
+  }
+}
+
+void Cache::pin(const std::shared_ptr<Pattern>& p) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (p->pins++ == 0) pinned_.push_back(p);
+}
+
+void Cache::unpin(Pattern& p) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (--p.pins > 0) return;
+  for (auto it = pinned_.begin(); it != pinned_.end(); ++it) {
+    if (it->get() == &p) {
+      pinned_.erase(it);
+      return;
+    }
   }
 }
 

@@ -52,6 +52,7 @@ struct Pattern {
 
   // Guarded by the cache mutex.
   bool cached = false;
+  int64_t pins = 0;  // live symbolic handles on this pattern
   std::list<std::unique_ptr<NumericSet>> sets;  // most recent first
   std::vector<Fact> spares[2];                  // [is_complex]
 
@@ -95,6 +96,11 @@ class Cache {
   Fact take_spare(Pattern& p, bool is_complex);
   void put_spare(Pattern& p, bool is_complex, Fact f);
 
+  // Symbolic handles pin their pattern: lookups find it even after eviction, so every
+  // analyze() of one pattern yields the same Pattern object while a handle is live.
+  void pin(const std::shared_ptr<Pattern>& p);
+  void unpin(Pattern& p);
+
   void clear();
   void set_limit(int64_t bytes);
   CacheInfo info();
@@ -106,6 +112,7 @@ class Cache {
 
   std::mutex mu_;
   std::list<std::shared_ptr<Pattern>> patterns_;  // most recent first
+  std::list<std::shared_ptr<Pattern>> pinned_;    // patterns with live symbolic handles
   int64_t used_ = 0;
   int64_t limit_;
   int64_t max_patterns_ = 64;
