@@ -107,10 +107,11 @@ static double *member_rhs(const Mat *m, int k) {
     return m->rhs + (size_t)(k % m->batch) * (size_t)m->n * (m->cplx ? 2 : 1);
 }
 
-/* ||op(A) x - b|| / ||b|| with A in CSC (member k's values), op = A or A^T. */
-static double residual(const Mat *m, int k, const double *x, int transpose) {
+/* ||op(A) x - b|| / ||b|| with A in CSC (member vk's values, member bk's right-hand
+ * side), op = A or A^T. */
+static double residual(const Mat *m, int vk, int bk, const double *x, int transpose) {
     const int n = m->n, c = m->cplx;
-    const double *v = member_vals(m, k), *b = member_rhs(m, k);
+    const double *v = member_vals(m, vk), *b = member_rhs(m, bk);
     double *r = calloc((size_t)n * (c ? 2 : 1), sizeof(double));
     if (!r) return INFINITY;
     for (int j = 0; j < n; ++j) {
@@ -260,7 +261,7 @@ static Result run_op(const Mat *m, int op, double target_ns, int min_reps, int m
     r.resid = 0;
     if (op == OP_BATCH_RS) {
         for (int b = 0; b < batch; ++b) {
-            double e = residual(m, b, x + (size_t)b * m->n * w, 0);
+            double e = residual(m, b, b, x + (size_t)b * m->n * w, 0);
             if (!(e <= r.resid)) r.resid = e;
         }
     } else {
@@ -269,14 +270,16 @@ static Result run_op(const Mat *m, int op, double target_ns, int min_reps, int m
             /* check that the analysis / factorization produced is usable */
             klu_symbolic *S2 = op == OP_ANALYZE ? klu_analyze(m->n, m->Ap, m->Ai, &C) : S;
             klu_numeric *N2 = S2 ? do_factor(m, k, S2, &C) : NULL;
-            r.resid = N2 && do_solve(m, k, S2, N2, x, 0, &C) ? residual(m, k, x, 0) : INFINITY;
+            r.resid = N2 && do_solve(m, k, S2, N2, x, 0, &C) ? residual(m, k, k, x, 0) : INFINITY;
             if (N2) do_free_numeric(m, &N2, &C);
             if (op == OP_ANALYZE && S2) klu_free_symbolic(&S2, &C);
         } else if (op == OP_REFACTOR) {
             /* N holds member k_last's refactorization */
-            r.resid = do_solve(m, k, S, N, x, 0, &C) ? residual(m, k, x, 0) : INFINITY;
+            r.resid = do_solve(m, k, S, N, x, 0, &C) ? residual(m, k, k, x, 0) : INFINITY;
         } else {
-            r.resid = residual(m, k, x, op == OP_TSOLVE);
+            /* solve / tsolve use the factorization of member 0 with member k's rhs */
+            int vk = (op == OP_SOLVE || op == OP_TSOLVE) ? 0 : k;
+            r.resid = residual(m, vk, k, x, op == OP_TSOLVE);
         }
     }
 done:

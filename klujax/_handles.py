@@ -19,9 +19,9 @@ _warn_lock = threading.Lock()
 
 def _free_native(kind: str, handle: np.ndarray) -> None:
     try:
-        h = jnp.asarray(handle, dtype=jnp.uint64) if handle.dtype == np.uint64 else None
-        if h is not None:
-            handle_prim(f"free_{kind}").bind(h.reshape(-1))
+        # x64 on locally: with it off, jax would narrow the uint64 ids to uint32.
+        with jax.enable_x64(True):
+            handle_prim(f"free_{kind}").bind(jnp.asarray(handle.reshape(-1), dtype=jnp.uint64))
     except Exception:  # noqa: BLE001  (finalizers must never raise, e.g. at shutdown)
         pass
 

@@ -92,7 +92,7 @@ def _analyze_eval(Ai: Any, Aj: Any, *, spec: OpSpec, n_col: int) -> Any:
     return _aval((), np.uint64)
 
 
-def _factor_eval(Ai: Any, Aj: Any, Ax: Any, *rest: Any, spec: OpSpec) -> Any:
+def _factor_eval(Ai: Any, Aj: Any, Ax: Any, *rest: Any, spec: OpSpec, **params: Any) -> Any:
     for role, h in zip(spec.operands[3:], rest):
         _check_handle(spec, role, h, 0 if role == "symbolic" else 1)
     if Ax.ndim != 2 or Ax.shape[1] != Ai.shape[0]:
@@ -100,7 +100,7 @@ def _factor_eval(Ai: Any, Aj: Any, Ax: Any, *rest: Any, spec: OpSpec) -> Any:
     if spec.name == "refactor":
         num = rest[0]
         if Ax.shape[0] not in (1, num.shape[0]):
-            raise ValueError(f"{spec.name}: Ax has {Ax.shape[0]} batch members for "
+            raise ValueError(f"klujax.{spec.name}: Ax has {Ax.shape[0]} batch members for "
                              f"{num.shape[0]} numeric handles")
         return _aval(num.shape, np.uint64)
     return _aval((Ax.shape[0],), np.uint64)
@@ -211,7 +211,7 @@ ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col",), effe
                           per_dtype=False))
 FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, effectful=True))
 REFACTOR = register(OpSpec("refactor", (*_IJ, "values", "numeric", "symbolic"), _factor_eval,
-                           effectful=True, variadic=True))
+                           params=("new_version",), effectful=True, variadic=True))
 SOLVE_WITH_SYMBOL = register(OpSpec("solve_with_symbol", (*_IJ, "values", "rhs", "symbolic"),
                                     _rhs_like_eval, params=("transpose", "retain")))
 SOLVE_WITH_NUMERIC = register(OpSpec("solve_with_numeric", ("numeric", "rhs", "symbolic"),

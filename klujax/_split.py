@@ -105,11 +105,22 @@ def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
                  if not isinstance(x, KLUHandleManager))
 
 
-@jax.jit
-def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple) -> jax.Array:
+@partial(jax.jit, static_argnames="new_version")
+def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple,
+              new_version: bool = True) -> jax.Array:
     Ai, Aj, Ax2 = _values("klujax.refactor", Ai, Aj, Ax)
-    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps)
+    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps,
+                                           new_version=new_version)
     return out.reshape(num.shape)
+
+
+def _refactor_args(fn: str, Ax: Any, numeric: Handle, symbolic: Handle) -> tuple[Any, Any, Any]:
+    num = handle_array(fn, "numeric", numeric, "numeric")
+    sym = handle_array(fn, "symbolic", symbolic, "symbolic")
+    dtype = compute_dtype(fn, Ax=Ax)
+    if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None and numeric.dtype != dtype:
+        raise TypeError(f"{fn}: numeric was factored as {numeric.dtype}, Ax is {dtype}")
+    return num, sym, dtype
 
 
 def refactor(
@@ -129,12 +140,7 @@ def refactor(
     of an earlier solve with the old factorization) makes the refactorization wait for
     it. Outside ``jit`` the returned manager is ``numeric`` itself, updated in place.
     """
-    fn = "klujax.refactor"
-    num = handle_array(fn, "numeric", numeric, "numeric")
-    sym = handle_array(fn, "symbolic", symbolic, "symbolic")
-    dtype = compute_dtype(fn, Ax=Ax)
-    if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None and numeric.dtype != dtype:
-        raise TypeError(f"{fn}: numeric was factored as {numeric.dtype}, Ax is {dtype}")
+    num, sym, dtype = _refactor_args("klujax.refactor", Ax, numeric, symbolic)
     out = _refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency))
     if isinstance(numeric, KLUHandleManager) and not isinstance(out, jax.core.Tracer):
         numeric.handle = out
@@ -223,13 +229,18 @@ def refactor_and_solve(
 ) -> jax.Array:
     """Refactor ``numeric`` in place with new values ``Ax``, then solve ``A x = b``.
 
-    Equivalent to ``solve_with_numeric(refactor(Ai, Aj, Ax, numeric, symbolic), b,
-    symbolic)``. Inside ``jit``, later solves must use the handle returned by
-    :func:`refactor` to be ordered after this refactorization; prefer that form there.
+    Unlike :func:`refactor`, the handle value stays valid (as in klujax 0.5): later
+    solves with ``numeric`` see the new factorization. Inside ``jit`` nothing orders
+    such a later solve after this call; use ``refactor`` + :func:`solve_with_numeric`
+    there, whose returned handle carries the ordering. Shapes as :func:`klujax.solve`.
     Differentiable w.r.t. ``b`` only (use :func:`solve_with_symbol` for ``Ax``).
     """
-    num = refactor(Ai, Aj, Ax, numeric, symbolic)
-    return solve_with_numeric(num, b, symbolic)
+    num, sym, dtype = _refactor_args("klujax.refactor_and_solve", Ax, numeric, symbolic)
+    out = _refactor(Ai, Aj, Ax, num, sym, (), new_version=False)
+    if isinstance(numeric, KLUHandleManager) and not isinstance(out, jax.core.Tracer):
+        numeric.handle = out
+    fresh = KLUHandleManager(out, kind="numeric", dtype=dtype, owned=False)
+    return solve_with_numeric(fresh, b, sym)
 
 
 #== free ==#

@@ -12,6 +12,30 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+# --------------------------------------------------------------------------- shape table
+
+#: sizes used by the shape-table tests (test_shapes, test_dot)
+N, L, R = 7, 3, 2
+
+# (id, Ax batch (None = 1D Ax), b shape, expected result shape)
+SHAPE_CASES = [
+    ("ax1-b1", None, (N,), (N,)),
+    ("ax1-b2", None, (N, R), (N, R)),
+    ("ax1-b3", None, (L, N, R), (L, N, R)),
+    ("ax2-b1", L, (N,), (L, N)),
+    ("ax2-b2", L, (L, N), (L, N)),
+    ("ax2-b3", L, (L, N, R), (L, N, R)),
+    # broadcasting a batch of 1
+    ("ax2[1]-b2", 1, (L, N), (L, N)),
+    ("ax2-b2[1]", L, (1, N), (L, N)),
+    ("ax2[1]-b3", 1, (L, N, R), (L, N, R)),
+    ("ax2-b3[1]", L, (1, N, R), (L, N, R)),
+    ("ax2[1]-b1", 1, (N,), (1, N)),
+    ("ax1-b3[1]", None, (1, N, R), (1, N, R)),
+]
+DTYPES = [np.float64, np.complex128]
+
+
 # --------------------------------------------------------------------------- systems
 
 

@@ -125,7 +125,7 @@ def test_coalesce_differentiable(n_lhs):
     for k, (i, j) in enumerate(zip(Ai.tolist(), Aj.tolist())):
         M[keys[(i, j)], k] = 1.0
     f = lambda Ax: klujax.coalesce(Ai, Aj, Ax)[2]  # noqa: E731
-    jac = jax.jacfwd(f)(Ax)
+    jac = jax.jit(jax.jacfwd(f))(Ax)
     jac_r = jax.jacrev(f)(Ax)
     if n_lhs is None:
         expected = M
@@ -134,7 +134,7 @@ def test_coalesce_differentiable(n_lhs):
     assert_close(jac, expected)
     assert_close(jac_r, expected)
     w = random_array(jac.shape[: 1 if n_lhs is None else 2], seed=8)
-    g = jax.grad(lambda Ax: jnp.sum(f(Ax) * w))(Ax)
+    g = jax.jit(jax.grad(lambda Ax: jnp.sum(f(Ax) * w)))(Ax)
     assert_close(g, w @ M)
 
 
@@ -148,3 +148,16 @@ def test_solve_on_coalesced_equals_raw(dtype):
     assert_close(x_coal, x_raw)
     assert_close(x_raw, reference_solve(Ai, Aj, Ax, b))
     assert_close(klujax.dot(ci, cj, cx, b), klujax.dot(Ai, Aj, Ax, b))
+
+
+@pytest.mark.x64_off
+def test_coalesce_x64_off_numpy_int64_indices():
+    """Default NumPy integer (int64) indices with x64 off: correct, and no warning
+    (the suite turns warnings into errors)."""
+    Ai = np.array([2, 0, 1, 0])
+    Aj = np.array([1, 0, 1, 0])
+    Ax = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    ri, rj, rx = klujax.coalesce(Ai, Aj, Ax)
+    np.testing.assert_array_equal(ri, [0, 1, 2])
+    np.testing.assert_array_equal(rj, [0, 1, 1])
+    assert_close(rx, np.array([6.0, 3.0, 1.0], np.float32), dtype=np.float32)

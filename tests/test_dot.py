@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import klujax
-from helpers import assert_close, dense, make_system, random_array, reference_dot
-from test_shapes import DTYPES, L, N, R, SHAPE_CASES
+from helpers import (DTYPES, SHAPE_CASES, L, N, R, assert_close, dense, make_system,
+                     random_array, reference_dot)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "c128"])

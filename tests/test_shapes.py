@@ -19,27 +19,9 @@ import numpy as np
 import pytest
 
 import klujax
-from helpers import assert_close, make_system, random_array, reference_solve
+from helpers import (DTYPES, SHAPE_CASES, L, N, R, assert_close, dense, make_system,
+                     random_array, reference_solve)
 
-N, L, R = 7, 3, 2
-
-# (id, Ax batch (None = 1D Ax), b shape, expected result shape)
-SHAPE_CASES = [
-    ("ax1-b1", None, (N,), (N,)),
-    ("ax1-b2", None, (N, R), (N, R)),
-    ("ax1-b3", None, (L, N, R), (L, N, R)),
-    ("ax2-b1", L, (N,), (L, N)),
-    ("ax2-b2", L, (L, N), (L, N)),
-    ("ax2-b3", L, (L, N, R), (L, N, R)),
-    # broadcasting a batch of 1
-    ("ax2[1]-b2", 1, (L, N), (L, N)),
-    ("ax2-b2[1]", L, (1, N), (L, N)),
-    ("ax2[1]-b3", 1, (L, N, R), (L, N, R)),
-    ("ax2-b3[1]", L, (1, N, R), (L, N, R)),
-    ("ax2[1]-b1", 1, (N,), (1, N)),
-    ("ax1-b3[1]", None, (1, N, R), (1, N, R)),
-]
-DTYPES = [np.float64, np.complex128]
 
 
 def _case(ax_batch, b_shape, dtype, seed=0, **kw):
@@ -75,7 +57,6 @@ def test_eager_and_jit_agree(ax_batch, b_shape, out_shape, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "c128"])
 def test_solve_residual(dtype):
     """A x == b with the dense matrix (independent of np.linalg.solve)."""
-    from helpers import dense
     Ai, Aj, Ax, b = _case(None, (N,), dtype, seed=5, duplicates=3)
     x = np.asarray(klujax.solve(Ai, Aj, Ax, b))
     assert_close(dense(Ai, Aj, Ax, N) @ x, b)
