@@ -114,8 +114,9 @@ def coalesce(
                              "unknown: pass size=... (or close over concrete indices)")
         size = int(new.sum())
     slot = xp.where(seg < size, seg, size)  # out of bounds: dropped by mode="drop"
-    out_i = jnp.zeros(size, Ai.dtype).at[slot].set(si, mode="drop")
-    out_j = jnp.zeros(size, Aj.dtype).at[slot].set(sj, mode="drop")
+    idx_dtype = jax.dtypes.canonicalize_dtype(Ai.dtype)  # int64 -> int32 with x64 off
+    out_i = jnp.zeros(size, idx_dtype).at[slot].set(si.astype(idx_dtype), mode="drop")
+    out_j = jnp.zeros(size, idx_dtype).at[slot].set(sj.astype(idx_dtype), mode="drop")
     sx = jnp.moveaxis(Ax, -1, 0)[order]
     out_x = jnp.zeros((size, *sx.shape[1:]), Ax.dtype).at[slot].add(sx, mode="drop")
     return out_i, out_j, jnp.moveaxis(out_x, 0, -1)

@@ -211,7 +211,7 @@ ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col",), effe
                           per_dtype=False))
 FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, effectful=True))
 REFACTOR = register(OpSpec("refactor", (*_IJ, "values", "numeric", "symbolic"), _factor_eval,
-                           params=("new_version",), effectful=True, variadic=True))
+                           effectful=True, variadic=True))
 SOLVE_WITH_SYMBOL = register(OpSpec("solve_with_symbol", (*_IJ, "values", "rhs", "symbolic"),
                                     _rhs_like_eval, params=("transpose", "retain")))
 SOLVE_WITH_NUMERIC = register(OpSpec("solve_with_numeric", ("numeric", "rhs", "symbolic"),

@@ -105,22 +105,11 @@ def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
                  if not isinstance(x, KLUHandleManager))
 
 
-@partial(jax.jit, static_argnames="new_version")
-def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple,
-              new_version: bool = True) -> jax.Array:
+@jax.jit
+def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple) -> jax.Array:
     Ai, Aj, Ax2 = _values("klujax.refactor", Ai, Aj, Ax)
-    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps,
-                                           new_version=new_version)
+    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps)
     return out.reshape(num.shape)
-
-
-def _refactor_args(fn: str, Ax: Any, numeric: Handle, symbolic: Handle) -> tuple[Any, Any, Any]:
-    num = handle_array(fn, "numeric", numeric, "numeric")
-    sym = handle_array(fn, "symbolic", symbolic, "symbolic")
-    dtype = compute_dtype(fn, Ax=Ax)
-    if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None and numeric.dtype != dtype:
-        raise TypeError(f"{fn}: numeric was factored as {numeric.dtype}, Ax is {dtype}")
-    return num, sym, dtype
 
 
 def refactor(
@@ -133,14 +122,20 @@ def refactor(
     member for all). A refactorization whose pivots degrade (cheap rcond check) is redone
     with fresh pivoting.
 
-    Returns the numeric handle it updated, as a *new handle value*: later uses must
-    consume it (inside ``jit`` that orders refactor -> solve -> free), and a use of the
-    old value afterwards raises a "stale handle" error instead of silently solving with
-    the new values. Inside ``jit``, ``dependency`` (any pytree of arrays, e.g. the result
-    of an earlier solve with the old factorization) makes the refactorization wait for
-    it. Outside ``jit`` the returned manager is ``numeric`` itself, updated in place.
+    The native objects are updated in place (handles are references, as in klujax 0.5):
+    every later use of ``numeric`` sees the new values. It returns the handle it updated
+    as a new *value*: inside ``jit`` later solves and frees must consume that returned
+    value, which orders them after the refactorization. A solve that must see the *old*
+    factorization inside the same ``jit`` orders the refactorization after itself with
+    ``dependency=`` (any pytree of arrays, e.g. that solve's result); without it XLA may
+    run the refactorization first. Outside ``jit`` the returned manager is ``numeric``.
     """
-    num, sym, dtype = _refactor_args("klujax.refactor", Ax, numeric, symbolic)
+    fn = "klujax.refactor"
+    num = handle_array(fn, "numeric", numeric, "numeric")
+    sym = handle_array(fn, "symbolic", symbolic, "symbolic")
+    dtype = compute_dtype(fn, Ax=Ax)
+    if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None and numeric.dtype != dtype:
+        raise TypeError(f"{fn}: numeric was factored as {numeric.dtype}, Ax is {dtype}")
     out = _refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency))
     if isinstance(numeric, KLUHandleManager) and not isinstance(out, jax.core.Tracer):
         numeric.handle = out
@@ -229,18 +224,15 @@ def refactor_and_solve(
 ) -> jax.Array:
     """Refactor ``numeric`` in place with new values ``Ax``, then solve ``A x = b``.
 
-    Unlike :func:`refactor`, the handle value stays valid (as in klujax 0.5): later
-    solves with ``numeric`` see the new factorization. Inside ``jit`` nothing orders
-    such a later solve after this call; use ``refactor`` + :func:`solve_with_numeric`
-    there, whose returned handle carries the ordering. Shapes as :func:`klujax.solve`.
-    Differentiable w.r.t. ``b`` only (use :func:`solve_with_symbol` for ``Ax``).
+    Equivalent to ``solve_with_numeric(refactor(Ai, Aj, Ax, numeric, symbolic), b,
+    symbolic)``; later solves with ``numeric`` see the new factorization. Inside ``jit``
+    nothing orders such a later solve after this call: use :func:`refactor` +
+    :func:`solve_with_numeric` there and consume the handle ``refactor`` returns.
+    Shapes as :func:`klujax.solve`. Differentiable w.r.t. ``b`` only (use
+    :func:`solve_with_symbol` for ``Ax``).
     """
-    num, sym, dtype = _refactor_args("klujax.refactor_and_solve", Ax, numeric, symbolic)
-    out = _refactor(Ai, Aj, Ax, num, sym, (), new_version=False)
-    if isinstance(numeric, KLUHandleManager) and not isinstance(out, jax.core.Tracer):
-        numeric.handle = out
-    fresh = KLUHandleManager(out, kind="numeric", dtype=dtype, owned=False)
-    return solve_with_numeric(fresh, b, sym)
+    num = refactor(Ai, Aj, Ax, numeric, symbolic)
+    return solve_with_numeric(num, b, symbolic)
 
 
 #== free ==#

@@ -172,7 +172,7 @@ ffi::Error RefactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
                         ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT, 2> ax,
                         ffi::Buffer<ffi::U64> num, ffi::Buffer<ffi::U64> sym,
                         ffi::RemainingArgs /*dependency: ordering only*/,
-                        ffi::ResultBuffer<ffi::U64> out, bool new_version) {
+                        ffi::ResultBuffer<ffi::U64> out) {
   constexpr const char* op = "klujax.refactor";
   return guarded(op, [&] {
     using S = compute_t<ffi::NativeType<DT>>;
@@ -186,10 +186,8 @@ ffi::Error RefactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
     NumericObjs objs = lookup_numerics(num.typed_data(), ln, *p, KluTraits<S>::is_complex, op);
     PoolExecutor ex(pool);
     if (p->n > 0) factor_into(&ex, *p, ax.typed_data(), la, objs, op);
-    for (int64_t m = 0; m < ln; ++m)  // a new handle value: uses of the old one are stale
-      out->typed_data()[m] = new_version
-                                 ? Registry::with_version(num.typed_data()[m], ++objs[m]->version)
-                                 : num.typed_data()[m];
+    // The same ids, as a new value: later uses consume it, which orders them after this.
+    std::copy(num.typed_data(), num.typed_data() + ln, out->typed_data());
   });
 }
 
@@ -261,8 +259,7 @@ auto RefactorBinding() {
       .template Arg<ffi::Buffer<ffi::U64>>()
       .template Arg<ffi::Buffer<ffi::U64>>()
       .RemainingArgs()
-      .template Ret<ffi::Buffer<ffi::U64>>()
-      .template Attr<bool>("new_version");
+      .template Ret<ffi::Buffer<ffi::U64>>();
 }
 
 template <ffi::DataType DT>

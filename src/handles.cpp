@@ -35,7 +35,7 @@ uint64_t Registry::next_id_locked(uint64_t tag) {
   do {
     uint64_t x = (++counter_ ^ salt_) * 0x9E3779B97F4A7C15ULL;
     x ^= x >> 31;
-    id = (x & ~uint64_t{0xF} & ~kVersionMask) | tag;  // version 0
+    id = (x & ~uint64_t{0xF}) | tag;
   } while (id == 0 || map_->sym.count(id) || map_->num.count(id));
   return id;
 }
@@ -65,7 +65,7 @@ std::shared_ptr<SymbolicObj> Registry::symbolic(uint64_t id, const char* op, con
   std::lock_guard<std::mutex> lock(mu_);
   auto it = map_->sym.find(id);
   if (it != map_->sym.end()) return it->second;
-  if (map_->num.count(id & ~kVersionMask))
+  if (map_->num.count(id))
     throw InvalidArgument(handle_error(op, arg, id, "a numeric handle, expected a symbolic one"));
   throw InvalidArgument(handle_error(op, arg, id, "not a live symbolic handle (freed, never "
                                                   "allocated, or from another process)"));
@@ -73,16 +73,8 @@ std::shared_ptr<SymbolicObj> Registry::symbolic(uint64_t id, const char* op, con
 
 std::shared_ptr<NumericObj> Registry::numeric(uint64_t id, const char* op, const char* arg) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_->num.find(id & ~kVersionMask);
-  if (it != map_->num.end()) {
-    if (with_version(id, it->second->version.load()) != id)
-      throw InvalidArgument(handle_error(
-          op, arg, id,
-          "stale: its factorization was refactored after this handle value was produced. Use "
-          "the handle returned by klujax.refactor; inside jit, pass dependency=... to "
-          "refactor to order it after the solves that need the old values"));
-    return it->second;
-  }
+  auto it = map_->num.find(id);
+  if (it != map_->num.end()) return it->second;
   if (map_->sym.count(id))
     throw InvalidArgument(handle_error(op, arg, id, "a symbolic handle, expected a numeric one"));
   throw InvalidArgument(handle_error(op, arg, id, "not a live numeric handle (freed, never "
@@ -105,7 +97,7 @@ int64_t Registry::free_symbolic(uint64_t id) {
 int64_t Registry::free_numeric(uint64_t id) {
   std::shared_ptr<NumericObj> dead;
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_->num.find(id & ~kVersionMask);
+  auto it = map_->num.find(id);
   if (it == map_->num.end()) return 0;
   dead = std::move(it->second);
   map_->num.erase(it);

@@ -5,7 +5,6 @@
 // handle while another thread still solves with it is safe.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -23,13 +22,6 @@ struct SymbolicObj {
   std::shared_ptr<Pattern> pattern;
 };
 
-// Numeric handle values carry a 16-bit version in bits 4..19: refactor() bumps it and
-// returns the new value, and a use of an older value is rejected as stale. Inside jit,
-// where only data dependencies order operations, a solve that XLA schedules after a
-// refactor it did not depend on thus fails loudly instead of silently using new values.
-constexpr uint64_t kVersionShift = 4;
-constexpr uint64_t kVersionMask = uint64_t{0xFFFF} << kVersionShift;
-
 // One numeric factorization (one batch member).
 struct NumericObj {
   std::shared_ptr<Pattern> pattern;
@@ -37,7 +29,6 @@ struct NumericObj {
   std::mutex mu;  // klu_solve writes into the numeric object's workspace
   Fact fact;
   bool ok = false;  // false: the last (re)factorization found the matrix singular
-  std::atomic<uint32_t> version{0};
 };
 
 class Registry {
@@ -50,10 +41,6 @@ class Registry {
   std::shared_ptr<NumericObj> numeric(uint64_t id, const char* op, const char* arg);
   // Returns how many objects were freed; unknown ids (double frees) are ignored.
   int64_t free_symbolic(uint64_t id);
-  // The handle value of obj's current version (base id `id`, any version).
-  static uint64_t with_version(uint64_t id, uint32_t version) {
-    return (id & ~kVersionMask) | ((uint64_t{version} << kVersionShift) & kVersionMask);
-  }
   int64_t free_numeric(uint64_t id);
   int64_t live_symbolic();
   int64_t live_numeric();

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 import klujax
@@ -33,8 +33,11 @@ from hardening_helpers import (EPS, FLOAT_DTYPES, canon_b, check_solution, dense
                                result_dtype)
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+# CI: no shrinking, so a failing run stays as fast as a passing one (the failing example
+# is still printed in full and saved for replay); "long" shrinks.
 settings.register_profile("ci", max_examples=25, deadline=None, suppress_health_check=_HEALTH,
-                          print_blob=True)
+                          print_blob=True,
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate, Phase.target))
 settings.register_profile("long", max_examples=1000, deadline=None,
                           suppress_health_check=_HEALTH, print_blob=True)
 # Applied per test (not with settings.load_profile) so other modules are not affected.
@@ -205,12 +208,17 @@ def test_vmap_random_in_axes(case):
                ax_axis if "Ax" in batched else None, b_axis if "b" in batched else None)
     fn = jax.vmap(klujax.solve, in_axes=in_axes, out_axes=out_axis)
     x = np.asarray(_maybe_jit(fn, use_jit)(Ai_in, Aj_in, Ax_in, b_in))
+    DBG = dict(Ai=Ai_in, Aj=Aj_in, Ax=Ax_in, b=b_in, in_axes=in_axes, out_axis=out_axis, use_jit=use_jit, x=x, Ais=Ais, Ajs=Ajs, Axs=Axs, bs=bs)  # DEBUG
     assert x.dtype == result_dtype(sys_.Ax.dtype, sys_.b.dtype)
     assert x.shape[out_axis] == V
     x = np.moveaxis(x, out_axis, 0)
-    for v in range(V):
+    try:  # DEBUG
+      for v in range(V):
         check_solution(x[v], Ais[v], Ajs[v], Axs[v], bs[v], sys_.n,
                        what=f"{sys_.describe()} vmap member {v} in_axes={in_axes}")
+    except Exception:  # DEBUG
+        import pickle, time; pickle.dump(DBG, open(f"/tmp/vmapcase{time.time()}.pkl","wb"))  # DEBUG
+        raise
 
 
 # ----------------------------------------------------------------------------- AD
