@@ -10,7 +10,13 @@ try:  # the stable home of apply_primitive moved around between releases
 except ImportError:  # pragma: no cover
     from jax.interpreters.xla import apply_primitive  # type: ignore[no-redef]
 
-__all__ = ["Primitive", "ad", "apply_primitive", "batching", "mlir"]
+try:
+    from jax._src.core import trace_state_clean
+except ImportError:  # pragma: no cover
+    def trace_state_clean() -> bool:  # conservative: always keep the effect
+        return False
+
+__all__ = ["Primitive", "ad", "apply_primitive", "batching", "mlir", "trace_state_clean"]
 
 from jax._src import effects as _effects  # noqa: E402
 

@@ -11,17 +11,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._ops import handle_prim
+from . import _klujax
 
 _warned = False
 _warn_lock = threading.Lock()
 
 
-def _free_native(kind: str, handle: np.ndarray) -> None:
+def _free_native(kind: str, handle: np.ndarray, uses: list[weakref.ref]) -> None:
+    """Free a manager's native objects once the results computed with them are ready."""
     try:
-        # x64 on locally: with it off, jax would narrow the uint64 ids to uint32.
-        with jax.enable_x64(True):
-            handle_prim(f"free_{kind}").bind(jnp.asarray(handle.reshape(-1), dtype=jnp.uint64))
+        # Outside jit JAX dispatches asynchronously: a solve with this handle may still
+        # be queued. Wait for the results the manager handed out before freeing.
+        pending = [r() for r in uses]
+        jax.block_until_ready([x for x in pending if x is not None])
+    except Exception:  # noqa: BLE001  (a failed computation has nothing left to wait for)
+        pass
+    try:
+        _klujax.free_handles(kind, [int(i) for i in handle.reshape(-1)])
     except Exception:  # noqa: BLE001  (finalizers must never raise, e.g. at shutdown)
         pass
 
@@ -66,9 +72,21 @@ class KLUHandleManager:
         self.dtype = None if dtype is None else np.dtype(dtype)
         self._dtype_name = None if dtype is None else self.dtype.name
         self.owned = bool(owned) and not isinstance(handle, jax.core.Tracer)
+        self._uses: list[weakref.ref] = []  # results computed with this handle (eager)
         self._finalizer = (
-            weakref.finalize(self, _free_native, kind, np.asarray(handle).copy()) if self.owned else None
+            weakref.finalize(self, _free_native, kind, np.asarray(handle).copy(), self._uses)
+            if self.owned else None
         )
+
+    def _track(self, out: Any) -> Any:
+        """Remember an eager result computed with this handle; close() waits for it."""
+        if self._finalizer is not None and not isinstance(out, jax.core.Tracer):
+            self._uses[:] = [r for r in self._uses if r() is not None][-15:]
+            try:
+                self._uses.append(weakref.ref(out))
+            except TypeError:  # pragma: no cover (not weak-referenceable)
+                jax.block_until_ready(out)
+        return out
 
     # -- ownership --
     def close(self) -> None:

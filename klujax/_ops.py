@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from . import _klujax
-from ._compat import Primitive, apply_primitive, klu_effect, mlir
+from ._compat import Primitive, apply_primitive, klu_effect, mlir, trace_state_clean
 from ._shapes import DTYPE_SUFFIX, check_canonical
 
 for _name, _capsule in _klujax.registrations().items():
@@ -38,7 +38,11 @@ class OpSpec:
     ``operands`` names each operand's role: ``index`` (Ai/Aj, never batched or
     differentiated), ``values`` (Ax, shape (la, n_nz)), ``rhs`` (b/x, shape
     (lb, n_col, n_rhs), KLU layout), ``symbolic``/``numeric`` (uint64 handles).
-    ``params`` are static attributes forwarded to the FFI handler.
+    ``params`` are static attributes forwarded to the FFI handler. Effectful ops also
+    take a static ``effect`` param: True (the default) inside a trace, where the
+    jaxpr-level effect keeps XLA and JAX from dropping or merging the call; False for a
+    top-level eager call, whose result is returned anyway, so that JAX's C++ fast dispatch
+    path (which any jaxpr effect disables) applies: ~10 us instead of ~150 us a call.
     """
 
     name: str
@@ -129,10 +133,16 @@ def _layouts(spec: OpSpec, n_operands: int | None = None) -> list[Any]:
     return fixed + [None] * ((n_operands or len(fixed)) - len(fixed))
 
 
+def _attrs(params: dict[str, Any]) -> dict[str, Any]:
+    """FFI attributes from primitive params (``effect`` is for JAX only)."""
+    return {k: np.bool_(v) if isinstance(v, bool) else np.int64(v)
+            for k, v in params.items() if k != "effect"}
+
+
 def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> Any:
     out_avals = ctx.avals_out
     result_layouts = [RHS_LAYOUT if len(a.shape) == 3 else None for a in out_avals]
-    attrs = {k: np.bool_(v) if isinstance(v, bool) else np.int64(v) for k, v in params.items()}
+    attrs = _attrs(params)
     rule = jax.ffi.ffi_lowering(
         f"klujax_{spec.name}_{sfx}" if sfx else f"klujax_{spec.name}",
         operand_layouts=_layouts(spec, len(args)),
@@ -158,7 +168,7 @@ def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) 
         output_layouts=major_to_minor(RHS_LAYOUT if len(outs[0].shape) == 3 else None),
         has_side_effect=spec.effectful,
     )
-    attrs = {k: np.bool_(v) if isinstance(v, bool) else np.int64(v) for k, v in params.items()}
+    attrs = _attrs(params)
     kernel = jax.jit(lambda *a: call(*a, **attrs))
 
     def host(*arrays: Any) -> Any:
@@ -189,7 +199,8 @@ def make_primitives(spec: OpSpec) -> None:
         n_fixed = len(spec.operands)
         evaluate = lambda *a, _e=partial(spec.abstract_eval, spec=spec), **k: _e(*a[:n_fixed], **k)  # noqa: E731
         if spec.effectful:
-            p.def_effectful_abstract_eval(lambda *a, _e=evaluate, **k: (_e(*a, **k), {klu_effect}))
+            p.def_effectful_abstract_eval(
+                lambda *a, _e=evaluate, effect=True, **k: (_e(*a, **k), {klu_effect} if effect else set()))
         else:
             p.def_abstract_eval(evaluate)
         mlir.register_lowering(p, partial(_lowering, spec=spec, sfx=sfx), platform="cpu")
@@ -222,6 +233,11 @@ FREE_NUMERIC = register(OpSpec("free_numeric", ("numeric",), _free_eval, effectf
                                per_dtype=False, variadic=True))
 for _spec in OPS.values():
     make_primitives(_spec)
+
+
+def effect_needed() -> bool:
+    """Whether an effectful op is being traced (True) or called eagerly at top level."""
+    return not trace_state_clean()
 
 
 def handle_prim(op: str) -> Primitive:

@@ -11,10 +11,18 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from ._handles import KLUHandleManager, handle_array, warn_unowned
-from ._ops import handle_prim, prim
+from ._ops import effect_needed, handle_prim, prim
 from ._shapes import as_index, canonical, canonical_rhs, compute_dtype
 
 Handle = KLUHandleManager | jax.Array
+
+
+def _track(out: Any, *handles: Any) -> Any:
+    """Lets owning managers wait for ``out`` before they free their native objects."""
+    for h in handles:
+        if isinstance(h, KLUHandleManager):
+            h._track(out)
+    return out
 
 
 def _wrap(h: jax.Array, kind: str, dtype: Any = None) -> KLUHandleManager:
@@ -26,13 +34,13 @@ def _wrap(h: jax.Array, kind: str, dtype: Any = None) -> KLUHandleManager:
 
 #== analyze ==#
 
-@partial(jax.jit, static_argnums=2)
-def _analyze(Ai: jax.Array, Aj: jax.Array, n_col: int) -> jax.Array:
+@partial(jax.jit, static_argnums=(2, 3))
+def _analyze(Ai: jax.Array, Aj: jax.Array, n_col: int, effect: bool) -> jax.Array:
     Ai = as_index("klujax.analyze", "Ai", Ai)
     Aj = as_index("klujax.analyze", "Aj", Aj)
     if Ai.shape != Aj.shape:
         raise ValueError(f"klujax.analyze: Ai {Ai.shape} and Aj {Aj.shape} differ in length")
-    return handle_prim("analyze").bind(Ai, Aj, n_col=n_col)
+    return handle_prim("analyze").bind(Ai, Aj, n_col=n_col, effect=effect)
 
 
 def analyze(Ai: ArrayLike, Aj: ArrayLike, n_col: int) -> KLUHandleManager:
@@ -58,7 +66,7 @@ def analyze(Ai: ArrayLike, Aj: ArrayLike, n_col: int) -> KLUHandleManager:
     if isinstance(Ai, np.ndarray) or isinstance(Aj, np.ndarray):
         as_index("klujax.analyze", "Ai", Ai)
         as_index("klujax.analyze", "Aj", Aj)
-    return _wrap(_analyze(Ai, Aj, n_col), "symbolic")
+    return _wrap(_analyze(Ai, Aj, n_col, effect_needed()), "symbolic")
 
 
 #== factor / refactor ==#
@@ -73,11 +81,11 @@ def _values(fn: str, Ai: Any, Aj: Any, Ax: Any) -> tuple[jax.Array, jax.Array, j
     return Ai, Aj, (Ax if Ax.ndim == 2 else Ax[None]).astype(dtype)
 
 
-@jax.jit
-def _factor(Ai: Any, Aj: Any, Ax: Any, sym: jax.Array) -> jax.Array:
+@partial(jax.jit, static_argnums=4)
+def _factor(Ai: Any, Aj: Any, Ax: Any, sym: jax.Array, effect: bool) -> jax.Array:
     ndim = jnp.ndim(Ax)
     Ai, Aj, Ax2 = _values("klujax.factor", Ai, Aj, Ax)
-    h = prim("factor", Ax2.dtype).bind(Ai, Aj, Ax2, sym)
+    h = prim("factor", Ax2.dtype).bind(Ai, Aj, Ax2, sym, effect=effect)
     return h if ndim == 2 else h.reshape(())
 
 
@@ -96,7 +104,7 @@ def factor(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle) -> KLU
     """
     sym = handle_array("klujax.factor", "symbolic", symbolic, "symbolic")
     dtype = compute_dtype("klujax.factor", Ax=Ax)
-    return _wrap(_factor(Ai, Aj, Ax, sym), "numeric", dtype)
+    return _wrap(_track(_factor(Ai, Aj, Ax, sym, effect_needed()), symbolic), "numeric", dtype)
 
 
 def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
@@ -105,10 +113,11 @@ def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
                  if not isinstance(x, KLUHandleManager))
 
 
-@jax.jit
-def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple) -> jax.Array:
+@partial(jax.jit, static_argnums=6)
+def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple,
+              effect: bool) -> jax.Array:
     Ai, Aj, Ax2 = _values("klujax.refactor", Ai, Aj, Ax)
-    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps)
+    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps, effect=effect)
     return out.reshape(num.shape)
 
 
@@ -136,7 +145,8 @@ def refactor(
     dtype = compute_dtype(fn, Ax=Ax)
     if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None and numeric.dtype != dtype:
         raise TypeError(f"{fn}: numeric was factored as {numeric.dtype}, Ax is {dtype}")
-    out = _refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency))
+    out = _track(_refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency), effect_needed()),
+                 numeric, symbolic)
     if isinstance(numeric, KLUHandleManager) and not isinstance(out, jax.core.Tracer):
         numeric.handle = out
         return numeric
@@ -162,7 +172,7 @@ def solve_with_symbol(
     Differentiable w.r.t. ``Ax`` and ``b``; batchable over ``Ax`` and ``b``.
     """
     sym = handle_array("klujax.solve_with_symbol", "symbolic", symbolic, "symbolic")
-    return _solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=False)
+    return _track(_solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=False), symbolic)
 
 
 def tsolve_with_symbol(
@@ -170,7 +180,7 @@ def tsolve_with_symbol(
 ) -> jax.Array:
     """Solve ``A^T x = b`` (plain transpose, also for complex); see :func:`solve_with_symbol`."""
     sym = handle_array("klujax.tsolve_with_symbol", "symbolic", symbolic, "symbolic")
-    return _solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=True)
+    return _track(_solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=True), symbolic)
 
 
 @partial(jax.jit, static_argnames=("transpose", "ax_ndim", "dtype"))
@@ -200,7 +210,8 @@ def _numeric_solve(fn: str, numeric: Handle, b: ArrayLike, symbolic: Handle, tra
     num = handle_array(fn, "numeric", numeric, "numeric")
     sym = handle_array(fn, "symbolic", symbolic, "symbolic")
     dtype = numeric._dtype_name if isinstance(numeric, KLUHandleManager) else None
-    return _solve_with_numeric(num, b, sym, transpose=transpose, ax_ndim=num.ndim + 1, dtype=dtype)
+    out = _solve_with_numeric(num, b, sym, transpose=transpose, ax_ndim=num.ndim + 1, dtype=dtype)
+    return _track(out, numeric, symbolic)
 
 
 def solve_with_numeric(numeric: Handle, b: ArrayLike, symbolic: Handle) -> jax.Array:
@@ -237,13 +248,18 @@ def refactor_and_solve(
 
 #== free ==#
 
+@partial(jax.jit, static_argnums=(2, 3))
+def _free_jit(arr: jax.Array, deps: tuple, kind: str, effect: bool) -> jax.Array:
+    return handle_prim(f"free_{kind}").bind(arr.reshape(-1), *deps, effect=effect)
+
+
 def _free(fn: str, kind: str, h: Handle, dependency: Any) -> jax.Array:
     arr = handle_array(fn, kind, h, kind) if not (isinstance(h, KLUHandleManager) and h.closed) else None
     if arr is None:
         return jnp.zeros((), jnp.int32)  # already freed: freeing twice is harmless
     # The dependency's arrays are operands of the free: a data dependency that XLA must
     # respect (an optimization barrier alone does not order side effects on CPU).
-    out = handle_prim(f"free_{kind}").bind(arr.reshape(-1), *_dependency_operands(dependency))
+    out = _free_jit(arr, _dependency_operands(dependency), kind, effect_needed())
     if isinstance(h, KLUHandleManager):
         h._disown()
         h.owned = True  # it was freed through this manager: report it as closed

@@ -1,7 +1,10 @@
 // The Python extension: FFI handler capsules and cache controls. No numerics here.
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <string>
 #include <type_traits>
+#include <vector>
 
 #include "handlers.hpp"
 #include "handles.hpp"
@@ -46,6 +49,14 @@ PYBIND11_MODULE(_klujax, m) {
     d["symbolic"] = klujax::Registry::instance().live_symbolic();
     d["numeric"] = klujax::Registry::instance().live_numeric();
     return d;
+  });
+  // Frees handles straight from Python (KLUHandleManager.close and its finalizer), with
+  // no XLA dispatch: safe at interpreter shutdown, and cheap.
+  m.def("free_handles", [](const std::string& kind, const std::vector<uint64_t>& ids) {
+    int64_t freed = 0;
+    auto& reg = klujax::Registry::instance();
+    for (uint64_t id : ids) freed += kind == "numeric" ? reg.free_numeric(id) : reg.free_symbolic(id);
+    return freed;
   });
   m.def("clear_cache", [] { klujax::Cache::instance().clear(); });
   m.def("set_cache_limit", [](int64_t bytes) { klujax::Cache::instance().set_limit(bytes); });

@@ -624,3 +624,20 @@ def test_unowned_handles_from_jit_can_be_freed_by_hand(system):
     assert int(klujax.free_numeric(num)) == L
     assert num.closed
     assert live_delta(before)["numeric"] == 0
+
+
+def test_close_waits_for_results_dispatched_with_the_handle():
+    """JAX dispatches asynchronously: closing a manager right after a solve must not free
+    the factorization under the still-running solve (close waits for its results)."""
+    n = 3000
+    Ai = np.concatenate([np.arange(n), np.arange(n - 1), np.arange(1, n)]).astype(np.int32)
+    Aj = np.concatenate([np.arange(n), np.arange(1, n), np.arange(n - 1)]).astype(np.int32)
+    Ax = np.concatenate([np.full(n, 4.0), np.full(n - 1, -1.0), np.full(n - 1, -1.0)])
+    b = np.random.default_rng(0).standard_normal((64, n, 8))
+    ref = klujax.solve(Ai, Aj, Ax, b)
+    for _ in range(3):
+        with klujax.analyze(Ai, Aj, n) as sym, klujax.factor(Ai, Aj, Ax, sym) as num:
+            x = klujax.solve_with_numeric(num, b, sym)
+            xt = klujax.tsolve_with_symbol(Ai, Aj, Ax, b, sym)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(ref), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(xt), np.asarray(ref), rtol=1e-12)  # symmetric A
