@@ -639,5 +639,5 @@ def test_close_waits_for_results_dispatched_with_the_handle():
         with klujax.analyze(Ai, Aj, n) as sym, klujax.factor(Ai, Aj, Ax, sym) as num:
             x = klujax.solve_with_numeric(num, b, sym)
             xt = klujax.tsolve_with_symbol(Ai, Aj, Ax, b, sym)
-        np.testing.assert_allclose(np.asarray(x), np.asarray(ref), rtol=1e-12)
-        np.testing.assert_allclose(np.asarray(xt), np.asarray(ref), rtol=1e-12)  # symmetric A
+        np.testing.assert_allclose(np.asarray(x), np.asarray(ref), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(xt), np.asarray(ref), rtol=1e-9, atol=1e-12)  # A = A^T
