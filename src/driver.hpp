@@ -39,7 +39,7 @@ inline int64_t max_chunks_for(double ns_per_item, int64_t items) {
 // passes the pivot check. Returns false if the matrix is singular (f keeps any object it
 // had, which klu_refactor may reuse later).
 template <class S>
-bool factorize(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
+bool factorize_impl(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
   using K = KluTraits<S>;
   klu_symbolic* sym = p.symbolic.get();
   if (!sym) return false;  // no entries at all: singular
@@ -62,6 +62,12 @@ bool factorize(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
   f.ref_rcond = c.c.rcond;
   f.bytes = c.c.memusage > before ? c.c.memusage - before : 0;
   return true;
+}
+
+template <class S>
+bool factorize(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
+  f.ok = factorize_impl(p, vals, f, c, op);
+  return f.ok;
 }
 
 template <class S>
@@ -150,19 +156,22 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
   uint64_t key_hash = 0;
   if (retain) {
     key = values_key(ax, s.la * nnz);
-    key_hash = hash_bytes(key.data(), key.size(), 17);
+    key_hash = hash_sample(key.data(), key.size(), 17);
     set = cache.take_set(p, cplx, sizeof(In), key, key_hash);
   }
   const bool hit = set != nullptr;
-  std::unique_ptr<NumericSet> old;  // a previous set whose objects we refactor
   if (retain && !hit) {
-    old = cache.recycle_set(p, cplx, s.la);
-    set = std::make_unique<NumericSet>();
+    // Reuse a previous set of this pattern: its numeric objects are refactored in place
+    // with the new values (pivot check included), and its key buffer is overwritten.
+    set = cache.recycle_set(p, cplx, s.la);
+    if (!set) {
+      set = std::make_unique<NumericSet>();
+      set->members.resize(s.la);
+    }
     set->is_complex = cplx;
     set->elem_size = sizeof(In);
     set->key.assign(key.data(), key.size());
     set->hash = key_hash;
-    set->members.resize(s.la);
   }
 
   const double ns_per_member = (hit ? 0.0 : 40.0 * p.nnz_csc()) + 8.0 * p.nnz_csc() * cols;
@@ -175,19 +184,13 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
       S* w = rhs.load(m, scratch);
       if (hit) {
         Fact& f = set->members[m];
-        solve_in_place(p, f, f.num != nullptr, transpose, cols, w, c, op);
+        solve_in_place(p, f, f.ok, transpose, cols, w, c, op);
       } else {
         p.scatter(ax + m * nnz, vals.data());
-        Fact own = !retain ? Fact{}
-                   : old     ? std::move(old->members[m])
-                             : cache.take_spare(p, cplx);
-        Fact& f = retain ? own : chain;
+        if (retain && !set->members[m].num) set->members[m] = cache.take_spare(p, cplx);
+        Fact& f = retain ? set->members[m] : chain;
         bool ok = factorize(p, vals.data(), f, c, op);
         solve_in_place(p, f, ok, transpose, cols, w, c, op);
-        if (retain) {
-          if (ok) set->members[m] = std::move(f);
-          else cache.put_spare(p, cplx, std::move(f));
-        }
       }
       rhs.store(m, w);
     }
@@ -195,7 +198,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
   });
 
   if (retain) {
-    set->bytes = sizeof(NumericSet) + set->key.size();
+    set->bytes = sizeof(NumericSet) + set->key.capacity();
     for (auto& f : set->members) set->bytes += f.bytes;
     cache.put_set(p, std::move(set));
   }

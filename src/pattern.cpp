@@ -44,9 +44,23 @@ uint64_t hash_bytes(const void* data, size_t size, uint64_t seed) {
   return out * kMul;
 }
 
+uint64_t hash_sample(const void* data, size_t size, uint64_t seed) {
+  // Keys are compared in full on a hash match, so the hash may look at a sample: 512
+  // words spread over the buffer (plus its end). Distinct matrices of a sweep or an
+  // optimisation step differ nearly everywhere; two that collide cost one memcmp.
+  constexpr size_t kFull = 8192, kSamples = 512;
+  if (size <= kFull) return hash_bytes(data, size, seed);
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t words[kSamples + 1];
+  const size_t stride = (size - 8) / kSamples;
+  for (size_t k = 0; k < kSamples; ++k) std::memcpy(&words[k], p + k * stride, 8);
+  std::memcpy(&words[kSamples], p + size - 8, 8);
+  return hash_bytes(words, sizeof(words), seed ^ size);
+}
+
 static uint64_t pattern_hash(const int32_t* ai, const int32_t* aj, int64_t nnz, int32_t n) {
-  uint64_t h = hash_bytes(ai, sizeof(int32_t) * nnz, static_cast<uint64_t>(n));
-  return hash_bytes(aj, sizeof(int32_t) * nnz, h);
+  uint64_t h = hash_sample(ai, sizeof(int32_t) * nnz, static_cast<uint64_t>(n));
+  return hash_sample(aj, sizeof(int32_t) * nnz, h);
 }
 
 std::shared_ptr<Pattern> build_pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,

@@ -22,12 +22,15 @@ void validate_indices(const int32_t* idx, int64_t nnz, int64_t n, const char* op
                       const char* name);
 
 uint64_t hash_bytes(const void* data, size_t size, uint64_t seed);
+// A hash of a sample of the buffer: only ever a pre-filter before a full comparison.
+uint64_t hash_sample(const void* data, size_t size, uint64_t seed);
 
 // One factorization and the quality reference its refactorizations are checked against.
 struct Fact {
-  NumericPtr num;           // null: the matrix was singular
+  NumericPtr num;           // may be null (never factored, or singular from the start)
   double ref_rcond = 0.0;   // klu_rcond of the last fresh klu_factor of this object
   size_t bytes = 0;
+  bool ok = false;          // the last (re)factorization succeeded: num holds these values
 };
 
 // Factorizations of one block of values (all members of a batched Ax), keyed by content.
