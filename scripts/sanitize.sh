@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build klujax with AddressSanitizer + UndefinedBehaviorSanitizer into .venv-asan and run
-# the test suite under it (pytest arguments are passed through). Python itself is not
+# the test suite under it (pytest arguments are passed through). With SANITIZER=thread
+# it builds with ThreadSanitizer into .venv-tsan instead (run it on the concurrency
+# tests: `SANITIZER=thread bash scripts/sanitize.sh tests/test_concurrency.py`). Python itself is not
 # instrumented, so the sanitizer runtimes are preloaded; leak detection is off because
 # CPython and XLA keep allocations alive at exit by design (tests/test_leaks.py measures
 # klujax's own leaks through RSS instead).
@@ -9,18 +11,26 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 bash scripts/setup.sh >/dev/null
 PY=${PYTHON:-python3}
-[ -x .venv-asan/bin/python ] || "$PY" -m venv .venv-asan
-.venv-asan/bin/python -m pip install -q --upgrade pip
-.venv-asan/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
+SANITIZER=${SANITIZER:-address,undefined}
+if [ "$SANITIZER" = thread ]; then V=.venv-tsan; else V=.venv-asan; fi
+[ -x $V/bin/python ] || "$PY" -m venv $V
+$V/bin/python -m pip install -q --upgrade pip
+$V/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
   "jax>=0.6.0,<0.11" "jaxlib>=0.6.0,<0.11" pytest hypothesis scipy
-.venv-asan/bin/python -m pip install -q --no-build-isolation --force-reinstall --no-deps \
-  -Cbuild-dir=build/asan -Ccmake.define.KLUJAX_SANITIZE=ON -Ccmake.build-type=RelWithDebInfo .
+$V/bin/python -m pip install -q --no-build-isolation --force-reinstall --no-deps \
+  -Cbuild-dir=build/$V -Ccmake.define.KLUJAX_SANITIZE="$SANITIZER" -Ccmake.build-type=RelWithDebInfo .
 
-export LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
-export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1:detect_stack_use_after_return=0
-export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+if [ "$SANITIZER" = thread ]; then
+  export LD_PRELOAD="$(g++ -print-file-name=libtsan.so)"
+  # Only reports whose stacks touch klujax count: XLA and CPython are not instrumented.
+  export TSAN_OPTIONS="halt_on_error=0 report_signal_unsafe=0 second_deadlock_stack=1"
+else
+  export LD_PRELOAD="$(g++ -print-file-name=libasan.so) $(g++ -print-file-name=libubsan.so)"
+  export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:strict_init_order=1:detect_stack_use_after_return=0
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
 export KLUJAX_SANITIZED=1
 # Run from outside the checkout so `import klujax` finds the instrumented install.
 cd /tmp
-exec "$ROOT/.venv-asan/bin/python" -m pytest -c "$ROOT/pyproject.toml" --rootdir "$ROOT" \
+exec "$ROOT/$V/bin/python" -m pytest -c "$ROOT/pyproject.toml" --rootdir "$ROOT" \
   -p no:cacheprovider -q "$ROOT/tests" "$@"
