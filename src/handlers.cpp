@@ -77,6 +77,12 @@ BatchShape rhs_shape(const char* op, int64_t la, const B& b, const X& x) {
   return s;
 }
 
+// Buffer types shared by the bindings, and the prefix every pattern-taking op binds.
+using Index = ffi::Buffer<ffi::S32, 1>;  // Ai or Aj (n_nz,)
+using Handles = ffi::Buffer<ffi::U64>;   // symbolic () or numeric (n,) handles
+
+auto PatternBinding() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Index>().Arg<Index>(); }
+
 //== solve ==//
 
 template <ffi::DataType DT>
@@ -96,10 +102,7 @@ ffi::Error SolveImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
 
 template <ffi::DataType DT>
 auto SolveBinding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()  // Ai
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()  // Aj
+  return PatternBinding()
       .template Arg<ffi::Buffer<DT>>()           // Ax (la, nnz)
       .template Arg<ffi::Buffer<DT>>()           // b (lb, n, nrhs), rows minor
       .template Ret<ffi::Buffer<DT>>()           // x (l, n, nrhs), rows minor
@@ -123,8 +126,8 @@ ffi::Error DotImpl(ffi::Buffer<ffi::S32, 1> ai, ffi::Buffer<ffi::S32, 1> aj, ffi
 template <ffi::DataType DT>
 auto DotBinding() {
   return ffi::Ffi::Bind()
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()  // Ai
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()  // Aj
+      .Arg<Index>()                              // Ai
+      .Arg<Index>()                              // Aj
       .template Arg<ffi::Buffer<DT>>()           // Ax (la, nnz)
       .template Arg<ffi::Buffer<DT>>()           // x (lx, n, nrhs), rows minor
       .template Ret<ffi::Buffer<DT>>();          // y (l, n, nrhs), rows minor
@@ -239,64 +242,48 @@ ffi::Error FreeImpl(ffi::Buffer<ffi::U64> h, ffi::RemainingArgs /*dependency: or
 }
 
 template <ffi::DataType DT>
-auto FactorBinding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()
-      .template Arg<ffi::Buffer<DT, 2>>()
-      .template Arg<ffi::Buffer<ffi::U64>>()
-      .template Ret<ffi::Buffer<ffi::U64>>();
+auto FactorBinding() {  // Ai, Aj, Ax (la, nnz), symbolic -> numeric (la,)
+  return PatternBinding().template Arg<ffi::Buffer<DT, 2>>().template Arg<Handles>().template Ret<Handles>();
 }
 
 template <ffi::DataType DT>
-auto RefactorBinding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()
+auto RefactorBinding() {  // Ai, Aj, Ax, numeric, symbolic, dependency... -> numeric
+  return PatternBinding()
       .template Arg<ffi::Buffer<DT, 2>>()
-      .template Arg<ffi::Buffer<ffi::U64>>()
-      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Arg<Handles>()
+      .template Arg<Handles>()
       .RemainingArgs()
-      .template Ret<ffi::Buffer<ffi::U64>>();
+      .template Ret<Handles>();
 }
 
 template <ffi::DataType DT>
-auto SolveWithSymbolBinding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()
-      .template Arg<ffi::Buffer<ffi::S32, 1>>()
+auto SolveWithSymbolBinding() {  // Ai, Aj, Ax, b, symbolic -> x
+  return PatternBinding()
       .template Arg<ffi::Buffer<DT>>()
       .template Arg<ffi::Buffer<DT>>()
-      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Arg<Handles>()
       .template Ret<ffi::Buffer<DT>>()
       .template Attr<bool>("transpose")
       .template Attr<bool>("retain");
 }
 
 template <ffi::DataType DT>
-auto SolveWithNumericBinding() {
+auto SolveWithNumericBinding() {  // numeric, b, symbolic -> x
   return ffi::Ffi::Bind()
       .Ctx<ffi::ThreadPool>()
-      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Arg<Handles>()
       .template Arg<ffi::Buffer<DT>>()
-      .template Arg<ffi::Buffer<ffi::U64>>()
+      .template Arg<Handles>()
       .template Ret<ffi::Buffer<DT>>()
       .template Attr<bool>("transpose");
 }
 
-auto AnalyzeBinding() {
-  return ffi::Ffi::Bind()
-      .Arg<ffi::Buffer<ffi::S32, 1>>()
-      .Arg<ffi::Buffer<ffi::S32, 1>>()
-      .Ret<ffi::Buffer<ffi::U64>>()
-      .Attr<int64_t>("n_col");
+auto AnalyzeBinding() {  // Ai, Aj -> symbolic
+  return ffi::Ffi::Bind().Arg<Index>().Arg<Index>().Ret<Handles>().Attr<int64_t>("n_col");
 }
 
-auto FreeBinding() {
-  return ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::U64>>().RemainingArgs().Ret<ffi::Buffer<ffi::S32>>();
+auto FreeBinding() {  // handles, dependency... -> count
+  return ffi::Ffi::Bind().Arg<Handles>().RemainingArgs().Ret<ffi::Buffer<ffi::S32>>();
 }
 
 }  // namespace

@@ -57,28 +57,27 @@ uint64_t Registry::add_numeric(std::shared_ptr<NumericObj> obj) {
   return id;
 }
 
-static std::string handle_error(const char* op, const char* arg, uint64_t id, const char* what) {
-  return std::string(op) + ": " + arg + " = " + std::to_string(id) + " is " + what;
+// The one choke point before a handle is dereferenced: live, and of the expected kind.
+template <class Map, class Other>
+static auto checked_lookup(const Map& map, const Other& other, uint64_t id, const char* op,
+                           const char* arg, const char* kind, const char* other_kind) {
+  auto it = map.find(id);
+  if (it != map.end()) return it->second;
+  const std::string head = std::string(op) + ": " + arg + " = " + std::to_string(id) + " is ";
+  if (other.count(id))
+    throw InvalidArgument(head + "a " + other_kind + " handle, expected a " + kind + " one");
+  throw InvalidArgument(head + "not a live " + kind +
+                        " handle (freed, never allocated, or from another process)");
 }
 
 std::shared_ptr<SymbolicObj> Registry::symbolic(uint64_t id, const char* op, const char* arg) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_->sym.find(id);
-  if (it != map_->sym.end()) return it->second;
-  if (map_->num.count(id))
-    throw InvalidArgument(handle_error(op, arg, id, "a numeric handle, expected a symbolic one"));
-  throw InvalidArgument(handle_error(op, arg, id, "not a live symbolic handle (freed, never "
-                                                  "allocated, or from another process)"));
+  return checked_lookup(map_->sym, map_->num, id, op, arg, "symbolic", "numeric");
 }
 
 std::shared_ptr<NumericObj> Registry::numeric(uint64_t id, const char* op, const char* arg) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = map_->num.find(id);
-  if (it != map_->num.end()) return it->second;
-  if (map_->sym.count(id))
-    throw InvalidArgument(handle_error(op, arg, id, "a symbolic handle, expected a numeric one"));
-  throw InvalidArgument(handle_error(op, arg, id, "not a live numeric handle (freed, never "
-                                                  "allocated, or from another process)"));
+  return checked_lookup(map_->num, map_->sym, id, op, arg, "numeric", "symbolic");
 }
 
 int64_t Registry::free_symbolic(uint64_t id) {
