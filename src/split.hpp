@@ -19,10 +19,13 @@ inline void check_same_pattern(const Pattern& p, const int32_t* ai, const int32_
   const size_t sz = sizeof(int32_t) * nnz;
   if (p.n != n || p.nnz != nnz ||
       (nnz && (std::memcmp(p.key_i.data(), ai, sz) || std::memcmp(p.key_j.data(), aj, sz))))
-    throw InvalidArgument(std::string(op) + ": Ai/Aj/n_col (n_col=" + std::to_string(n) +
-                          ", n_nz=" + std::to_string(nnz) + ") are not the pattern the "
-                          "symbolic handle was analysed from (n_col=" + std::to_string(p.n) +
-                          ", n_nz=" + std::to_string(p.nnz) + ")");
+    throw InvalidArgument(
+        std::string(op) + ": Ai/Aj/n_col are not the pattern the symbolic handle was analysed " +
+        (p.n == n && p.nnz == nnz
+             ? std::string("from (same n_col and n_nz, different indices)")
+             : "from (got n_col=" + std::to_string(n) + ", n_nz=" + std::to_string(nnz) +
+                   "; the handle has n_col=" + std::to_string(p.n) +
+                   ", n_nz=" + std::to_string(p.nnz) + ")"));
 }
 
 inline NumericObjs lookup_numerics(const uint64_t* ids, int64_t count, const Pattern& p,
