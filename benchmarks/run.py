@@ -326,7 +326,7 @@ def main() -> None:
     ap.add_argument("--jac-max-n", type=int, default=None, help="jacfwd only for n <= this (quick 100, full 1000)")
     ap.add_argument("--contenders", type=str, default="ours,klujax05,scipy,raw")
     ap.add_argument("--ours-python", type=str, default=None, help="python of ours (default: this one if it imports "
-                    "the repository's klujax, else /work/main/.venv)")
+                    "the repository's klujax, else the repository's .venv)")
     ap.add_argument("--old-python", type=str, default=None,
                     help="python of a venv with klujax 0.5.2 (default benchmarks/.venv-klujax05/bin/python)")
     ap.add_argument("--setup-old", action="store_true", help="create benchmarks/.venv-klujax05 if it is missing")
