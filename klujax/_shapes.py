@@ -136,6 +136,9 @@ def canonical(
         raise ValueError(f"{fn}: n_nz must be below 2^31, got {n_nz}")
     Ax2 = Ax if Ax.ndim == 2 else Ax[None]
     b3, layout = canonical_rhs(fn, b, Ax2.shape[0], Ax.ndim, b_name=b_name)
+    if layout.n_col == 0 and n_nz > 0:  # XLA runs nothing for an empty result: check here
+        raise ValueError(f"{fn}: n_col is 0 (from {b_name}.shape {b.shape}) but Ai/Aj have "
+                         f"{n_nz} entries: every index is out of range")
     return Ai, Aj, Ax2.astype(dtype), b3.astype(dtype), layout
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from functools import partial
 from typing import Any
 
@@ -58,9 +59,9 @@ def analyze(Ai: ArrayLike, Aj: ArrayLike, n_col: int) -> KLUHandleManager:
         any other.
     """
     try:
-        n_col = int(n_col)
-    except (TypeError, jax.errors.ConcretizationTypeError):
-        raise TypeError("klujax.analyze: n_col must be a static Python int") from None
+        n_col = operator.index(n_col)  # ints and integer scalars; not 5.7, not tracers
+    except TypeError:
+        raise TypeError(f"klujax.analyze: n_col must be a static Python int, got {n_col!r}") from None
     if n_col < 0:
         raise ValueError(f"klujax.analyze: n_col must be >= 0, got {n_col}")
     if isinstance(Ai, np.ndarray) or isinstance(Aj, np.ndarray):
@@ -187,23 +188,21 @@ def tsolve_with_symbol(
 def _solve_with_numeric(num: jax.Array, b: Any, sym: jax.Array, transpose: bool, ax_ndim: int,
                         dtype: Any) -> jax.Array:
     fn = "klujax.tsolve_with_numeric" if transpose else "klujax.solve_with_numeric"
+    # Factorizations are double precision whatever dtype they were made from, so only
+    # real vs complex matters: the result dtype is the usual one for (numeric, b).
     out_dtype = compute_dtype(fn, b=b, numeric=np.zeros((), dtype or np.float64))
     b = jnp.asarray(b)
     num1 = num.reshape(-1)
     b3, layout = canonical_rhs(fn, b, num1.shape[0], ax_ndim, lhs_name="numeric")
-    p = prim("solve_with_numeric", np.dtype(dtype) if dtype is not None else out_dtype)
     if dtype is not None and np.issubdtype(out_dtype, np.complexfloating) and not np.issubdtype(dtype, np.complexfloating):
         # A real factorization with a complex b: solve the two halves.
-        re = p.bind(num1, b3.real.astype(dtype), sym, transpose=transpose)
-        im = p.bind(num1, b3.imag.astype(dtype), sym, transpose=transpose)
+        real = compute_dtype(fn, numeric=np.zeros((), np.float64))
+        p = prim("solve_with_numeric", real)
+        re = p.bind(num1, b3.real.astype(real), sym, transpose=transpose)
+        im = p.bind(num1, b3.imag.astype(real), sym, transpose=transpose)
         return layout.restore(jax.lax.complex(re, im))
-    return layout.restore(p.bind(num1, b3.astype(p_dtype(p)), sym, transpose=transpose))
-
-
-def p_dtype(p: Any) -> np.dtype:
-    sfx = p.name.rsplit("_", 1)[1]
-    return {"f32": np.dtype(np.float32), "f64": np.dtype(np.float64),
-            "c64": np.dtype(np.complex64), "c128": np.dtype(np.complex128)}[sfx]
+    p = prim("solve_with_numeric", out_dtype)
+    return layout.restore(p.bind(num1, b3.astype(out_dtype), sym, transpose=transpose))
 
 
 def _numeric_solve(fn: str, numeric: Handle, b: ArrayLike, symbolic: Handle, transpose: bool) -> jax.Array:
