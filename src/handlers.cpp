@@ -18,15 +18,6 @@ namespace {
 
 //== Plumbing ==//
 
-class PoolExecutor final : public Executor {
- public:
-  explicit PoolExecutor(ffi::ThreadPool& pool) : pool_(pool) {}
-  int64_t num_threads() override { return pool_.num_threads(); }
-  void schedule(std::function<void()> task) override { pool_.Schedule(std::move(task)); }
-
- private:
-  ffi::ThreadPool& pool_;
-};
 
 // Runs fn, turning every C++ exception into an ffi::Error: nothing unwinds into XLA.
 template <class Fn>
@@ -81,12 +72,12 @@ BatchShape rhs_shape(const char* op, int64_t la, const B& b, const X& x) {
 using Index = ffi::Buffer<ffi::S32, 1>;  // Ai or Aj (n_nz,)
 using Handles = ffi::Buffer<ffi::U64>;   // symbolic () or numeric (n,) handles
 
-auto PatternBinding() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Index>().Arg<Index>(); }
+auto PatternBinding() { return ffi::Ffi::Bind().Arg<Index>().Arg<Index>(); }
 
 //== solve ==//
 
 template <ffi::DataType DT>
-ffi::Error SolveImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
+ffi::Error SolveImpl(ffi::Buffer<ffi::S32, 1> ai,
                      ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT> ax, ffi::Buffer<DT> b,
                      ffi::ResultBuffer<DT> x, bool transpose, bool retain) {
   constexpr const char* op = "klujax.solve";
@@ -94,8 +85,7 @@ ffi::Error SolveImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
     BatchShape s = batch_shape(op, ai.element_count(), aj.element_count(), ax, b, *x);
     auto p = Cache::instance().pattern(ai.typed_data(), aj.typed_data(), ai.element_count(),
                                        static_cast<int32_t>(s.n), op);
-    PoolExecutor ex(pool);
-    solve_batch(&ex, *p, ax.typed_data(), b.typed_data(), x->typed_data(), s, transpose, retain,
+    solve_batch(&WorkerPool::instance(), *p, ax.typed_data(), b.typed_data(), x->typed_data(), s, transpose, retain,
                 op);
   });
 }
@@ -154,7 +144,7 @@ ffi::Error AnalyzeImpl(ffi::Buffer<ffi::S32, 1> ai, ffi::Buffer<ffi::S32, 1> aj,
 }
 
 template <ffi::DataType DT>
-ffi::Error FactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
+ffi::Error FactorImpl(ffi::Buffer<ffi::S32, 1> ai,
                       ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT, 2> ax,
                       ffi::Buffer<ffi::U64> sym, ffi::ResultBuffer<ffi::U64> out) {
   constexpr const char* op = "klujax.factor";
@@ -163,15 +153,14 @@ ffi::Error FactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
     const int64_t la = ax.dimensions()[0];
     check_same_pattern(*p, ai.typed_data(), aj.typed_data(), ai.element_count(), p->n, op);
     if (ax.dimensions()[1] != static_cast<int64_t>(ai.element_count())) shape_error(op, "Ax and Ai differ in n_nz");
-    PoolExecutor ex(pool);
-    NumericObjs objs = factor_new(&ex, p, ax.typed_data(), la, op);
+    NumericObjs objs = factor_new(&WorkerPool::instance(), p, ax.typed_data(), la, op);
     for (int64_t m = 0; m < la; ++m)
       out->typed_data()[m] = Registry::instance().add_numeric(std::move(objs[m]));
   });
 }
 
 template <ffi::DataType DT>
-ffi::Error RefactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
+ffi::Error RefactorImpl(ffi::Buffer<ffi::S32, 1> ai,
                         ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT, 2> ax,
                         ffi::Buffer<ffi::U64> num, ffi::Buffer<ffi::U64> sym,
                         ffi::RemainingArgs /*dependency: ordering only*/,
@@ -187,15 +176,14 @@ ffi::Error RefactorImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
       shape_error(op, "Ax has " + std::to_string(la) + " batch members but numeric has " +
                           std::to_string(ln) + " handles");
     NumericObjs objs = lookup_numerics(num.typed_data(), ln, *p, KluTraits<S>::is_complex, op);
-    PoolExecutor ex(pool);
-    if (p->n > 0) factor_into(&ex, *p, ax.typed_data(), la, objs, op);
+    if (p->n > 0) factor_into(&WorkerPool::instance(), *p, ax.typed_data(), la, objs, op);
     // The same ids, as a new value: later uses consume it, which orders them after this.
     std::copy(num.typed_data(), num.typed_data() + ln, out->typed_data());
   });
 }
 
 template <ffi::DataType DT>
-ffi::Error SolveWithSymbolImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai,
+ffi::Error SolveWithSymbolImpl(ffi::Buffer<ffi::S32, 1> ai,
                                ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT> ax,
                                ffi::Buffer<DT> b, ffi::Buffer<ffi::U64> sym,
                                ffi::ResultBuffer<DT> x, bool transpose, bool retain) {
@@ -204,14 +192,13 @@ ffi::Error SolveWithSymbolImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::S32, 1> ai
     BatchShape s = batch_shape(op, ai.element_count(), aj.element_count(), ax, b, *x);
     auto p = symbolic_pattern(sym, op);
     check_same_pattern(*p, ai.typed_data(), aj.typed_data(), ai.element_count(), s.n, op);
-    PoolExecutor ex(pool);
-    solve_batch(&ex, *p, ax.typed_data(), b.typed_data(), x->typed_data(), s, transpose, retain,
+    solve_batch(&WorkerPool::instance(), *p, ax.typed_data(), b.typed_data(), x->typed_data(), s, transpose, retain,
                 op);
   });
 }
 
 template <ffi::DataType DT>
-ffi::Error SolveWithNumericImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U64> num,
+ffi::Error SolveWithNumericImpl(ffi::Buffer<ffi::U64> num,
                                 ffi::Buffer<DT> b, ffi::Buffer<ffi::U64> sym,
                                 ffi::ResultBuffer<DT> x, bool transpose) {
   constexpr const char* op = "klujax.solve_with_numeric";
@@ -224,8 +211,7 @@ ffi::Error SolveWithNumericImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::U64> num,
                       "n_col=" + std::to_string(p->n));
     NumericObjs objs =
         lookup_numerics(num.typed_data(), s.la, *p, KluTraits<S>::is_complex, op);
-    PoolExecutor ex(pool);
-    solve_with_numerics(&ex, *p, objs, b.typed_data(), x->typed_data(), s, transpose, op);
+    solve_with_numerics(&WorkerPool::instance(), *p, objs, b.typed_data(), x->typed_data(), s, transpose, op);
   });
 }
 
@@ -270,7 +256,7 @@ auto SolveWithSymbolBinding() {  // Ai, Aj, Ax, b, symbolic -> x
 template <ffi::DataType DT>
 auto SolveWithNumericBinding() {  // numeric, b, symbolic -> x
   return ffi::Ffi::Bind()
-      .Ctx<ffi::ThreadPool>()
+      
       .template Arg<Handles>()
       .template Arg<ffi::Buffer<DT>>()
       .template Arg<Handles>()

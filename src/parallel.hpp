@@ -13,14 +13,35 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <deque>
+#include <thread>
+#include <vector>
 
 namespace klujax {
 
-// What the driver needs from a thread pool; handlers.cpp adapts ffi::ThreadPool to it.
+// What the driver needs from a thread pool.
 struct Executor {
   virtual ~Executor() = default;
   virtual int64_t num_threads() = 0;
   virtual void schedule(std::function<void()> task) = 0;
+};
+
+// klujax's own small pool: hardware_concurrency - 1 persistent workers (KLUJAX_NUM_THREADS
+// overrides the total, 1 disables). Measured here, tasks handed to XLA's intra-op pool
+// through ffi::ThreadPool did not start until the calling custom call had finished its
+// batch alone, so batches never ran in parallel; these workers wake in microseconds.
+class WorkerPool final : public Executor {
+ public:
+  static WorkerPool& instance();
+  int64_t num_threads() override { return static_cast<int64_t>(threads_.size()); }
+  void schedule(std::function<void()> task) override;
+
+ private:
+  WorkerPool();
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  std::vector<std::thread> threads_;
 };
 
 namespace detail {
