@@ -35,10 +35,6 @@ struct KluTraits<double> {
   static int rcond(klu_symbolic* s, klu_numeric* n, klu_common* c) {
     return klu_rcond(s, n, c);
   }
-  static int rgrowth(int* ap, int* ai, double* ax, klu_symbolic* s, klu_numeric* n,
-                     klu_common* c) {
-    return klu_rgrowth(ap, ai, ax, s, n, c);
-  }
 };
 
 template <>
@@ -64,10 +60,6 @@ struct KluTraits<cplx> {
   }
   static int rcond(klu_symbolic* s, klu_numeric* n, klu_common* c) {
     return klu_z_rcond(s, n, c);
-  }
-  static int rgrowth(int* ap, int* ai, cplx* ax, klu_symbolic* s, klu_numeric* n,
-                     klu_common* c) {
-    return klu_z_rgrowth(ap, ai, raw(ax), s, n, c);
   }
 };
 

@@ -28,8 +28,7 @@ uint64_t hash_sample(const void* data, size_t size, uint64_t seed);
 // One factorization and the quality reference its refactorizations are checked against.
 struct Fact {
   NumericPtr num;           // may be null (never factored, or singular from the start)
-  double ref_rcond = 0.0;   // klu_rcond of the last fresh klu_factor of this object
-  double ref_rgrowth = 0.0; // klu_rgrowth of it (both +inf: never trust a refactor)
+  double ref_rcond = 0.0;   // klu_rcond of the last fresh klu_factor (+inf: trust no refactor)
   size_t bytes = 0;
   bool ok = false;          // the last (re)factorization succeeded: num holds these values
 };
