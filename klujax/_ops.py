@@ -216,7 +216,7 @@ def prim(op: str, dtype: Any) -> Primitive:
 
 _IJ = ("index", "index2")
 SOLVE = register(OpSpec("solve", (*_IJ, "values", "rhs"), _rhs_like_eval,
-                        params=("transpose", "retain")))
+                        params=("transpose", "retain"), variadic=True))
 DOT = register(OpSpec("dot", (*_IJ, "values", "rhs"), _rhs_like_eval))
 ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col",), effectful=True,
                           per_dtype=False))
@@ -224,7 +224,7 @@ FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, e
 REFACTOR = register(OpSpec("refactor", (*_IJ, "values", "numeric", "symbolic"), _factor_eval,
                            effectful=True, variadic=True))
 SOLVE_WITH_SYMBOL = register(OpSpec("solve_with_symbol", (*_IJ, "values", "rhs", "symbolic"),
-                                    _rhs_like_eval, params=("transpose", "retain")))
+                                    _rhs_like_eval, params=("transpose", "retain"), variadic=True))
 SOLVE_WITH_NUMERIC = register(OpSpec("solve_with_numeric", ("numeric", "rhs", "symbolic"),
                                      _numeric_solve_eval, params=("transpose",)))
 FREE_SYMBOLIC = register(OpSpec("free_symbolic", ("symbolic",), _free_eval, effectful=True,

@@ -79,6 +79,11 @@ def _solve_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> A
         return x, ad.Zero.from_primal_value(x)
     args = list(primals)
     args[ri] = rhs
+    if spec.variadic:
+        # x as an ordering-only operand: the tangent solve, and the transposed solve of
+        # reverse mode, run after the primal one, so they find its retained factorization
+        # instead of factoring concurrently (XLA may run independent calls in parallel).
+        args.append(x)
     dx = _bind(spec, args, **params)
     return x, (dx if dx.shape == x.shape else jnp.broadcast_to(dx, x.shape))
 
@@ -128,8 +133,10 @@ def _dot_transpose(ct: Any, Ai: Any, Aj: Any, Ax: Any, x: Any, *, spec: OpSpec) 
         return [None, None, None, _sum_to(matvec(Ai, Aj, Ax, ct, transpose=True), x.aval.shape[0])]
     if _is_zero(ct):
         return [None, None, ad.Zero(Ax.aval), None]
-    # d(y[l, Ai[k], r]) / d(Ax[l, k]) = x[l, Aj[k], r]
-    ct_ax = (ct[:, Ai, :] * x[:, Aj, :]).sum(axis=-1)
+    # d(y[l, Ai[k], r]) / d(Ax[l, k]) = x[l, Aj[k], r]. The indices were validated by the
+    # native call of the forward pass; "clip" skips the costly out-of-bounds handling of
+    # a default gather (measured 5-15x slower for small systems with traced indices).
+    ct_ax = (jnp.take(ct, Ai, axis=1, mode="clip") * jnp.take(x, Aj, axis=1, mode="clip")).sum(axis=-1)
     return [None, None, _sum_to(ct_ax, Ax.aval.shape[0]), None]
 
 

@@ -79,6 +79,7 @@ auto PatternBinding() { return ffi::Ffi::Bind().Arg<Index>().Arg<Index>(); }
 template <ffi::DataType DT>
 ffi::Error SolveImpl(ffi::Buffer<ffi::S32, 1> ai,
                      ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT> ax, ffi::Buffer<DT> b,
+                     ffi::RemainingArgs /*dependency: ordering only*/,
                      ffi::ResultBuffer<DT> x, bool transpose, bool retain) {
   constexpr const char* op = "klujax.solve";
   return guarded(op, [&] {
@@ -95,6 +96,7 @@ auto SolveBinding() {
   return PatternBinding()
       .template Arg<ffi::Buffer<DT>>()           // Ax (la, nnz)
       .template Arg<ffi::Buffer<DT>>()           // b (lb, n, nrhs), rows minor
+      .RemainingArgs()                           // dependency (ordering only)
       .template Ret<ffi::Buffer<DT>>()           // x (l, n, nrhs), rows minor
       .template Attr<bool>("transpose")
       .template Attr<bool>("retain");
@@ -186,6 +188,7 @@ template <ffi::DataType DT>
 ffi::Error SolveWithSymbolImpl(ffi::Buffer<ffi::S32, 1> ai,
                                ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT> ax,
                                ffi::Buffer<DT> b, ffi::Buffer<ffi::U64> sym,
+                               ffi::RemainingArgs /*dependency: ordering only*/,
                                ffi::ResultBuffer<DT> x, bool transpose, bool retain) {
   constexpr const char* op = "klujax.solve_with_symbol";
   return guarded(op, [&] {
@@ -248,6 +251,7 @@ auto SolveWithSymbolBinding() {  // Ai, Aj, Ax, b, symbolic -> x
       .template Arg<ffi::Buffer<DT>>()
       .template Arg<ffi::Buffer<DT>>()
       .template Arg<Handles>()
+      .RemainingArgs()
       .template Ret<ffi::Buffer<DT>>()
       .template Attr<bool>("transpose")
       .template Attr<bool>("retain");
