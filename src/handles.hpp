@@ -27,8 +27,7 @@ struct NumericObj {
   std::shared_ptr<Pattern> pattern;
   bool is_complex = false;
   std::mutex mu;  // klu_solve writes into the numeric object's workspace
-  Fact fact;
-  bool ok = false;  // false: the last (re)factorization found the matrix singular
+  Fact fact;      // fact.ok is false while the last (re)factorization found it singular
 };
 
 class Registry {

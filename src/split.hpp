@@ -60,7 +60,7 @@ void factor_into(Executor* ex, Pattern& p, const In* ax, int64_t la, const Numer
                       NumericObj& o = *objs[m];
                       std::lock_guard<std::mutex> lock(o.mu);
                       p.scatter(ax + (la == 1 ? 0 : m) * p.nnz, vals.data());
-                      o.ok = factorize(p, vals.data(), o.fact, c, op);
+                      factorize(p, vals.data(), o.fact, c, op);
                     }
                   });
 }
@@ -93,7 +93,7 @@ void solve_with_numerics(Executor* ex, Pattern& p, const NumericObjs& objs, cons
                       S* w = rhs.load(m, scratch);
                       {
                         std::lock_guard<std::mutex> lock(o.mu);
-                        solve_in_place(p, o.fact, o.ok, transpose, rhs.cols(), w, c, op);
+                        solve_in_place(p, o.fact, o.fact.ok, transpose, rhs.cols(), w, c, op);
                       }
                       rhs.store(m, w);
                     }
