@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import klujax
+from klujax._compat import enable_x64
 
 
 def rc_ladder(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freqs", type=int, default=64, help="frequencies in the sweep")
     args = parser.parse_args(argv)
 
-    with jax.enable_x64(True):
+    with enable_x64(True):
         return _run(args.n, args.freqs)
 
 

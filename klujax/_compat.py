@@ -16,7 +16,13 @@ except ImportError:  # pragma: no cover
     def trace_state_clean() -> bool:  # conservative: always keep the effect
         return False
 
-__all__ = ["Primitive", "ad", "apply_primitive", "batching", "mlir", "trace_state_clean"]
+try:  # public in newer jax; jax.experimental before (0.6)
+    from jax import enable_x64
+except ImportError:  # pragma: no cover
+    from jax.experimental import enable_x64  # type: ignore[no-redef]
+
+__all__ = ["Primitive", "ad", "apply_primitive", "batching", "enable_x64", "mlir",
+           "trace_state_clean"]
 
 from jax._src import effects as _effects  # noqa: E402
 

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from . import _klujax
-from ._compat import Primitive, apply_primitive, klu_effect, mlir, trace_state_clean
+from ._compat import Primitive, apply_primitive, enable_x64, klu_effect, mlir, trace_state_clean
 from ._shapes import DTYPE_SUFFIX, check_canonical
 
 for _name, _capsule in _klujax.registrations().items():
@@ -173,7 +173,7 @@ def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) 
 
     def host(*arrays: Any) -> Any:
         cpu = jax.devices("cpu")[0]
-        with jax.enable_x64(True):  # callback threads do not inherit a local x64 context
+        with enable_x64(True):  # callback threads do not inherit a local x64 context
             return np.asarray(kernel(*jax.device_put(arrays, cpu)))
 
     def fn(*xs: Any) -> Any:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import klujax
+import klujax._compat
 from hardening_helpers import (RUNTIME_ERRORS, backward_error, dense, make_dominant, pattern,
                                random_values, rss_mib)
 
@@ -162,7 +163,7 @@ def test_huge_int64_numpy_index_x64_off(name, system):
         klujax.solve(Ai, Aj, Ax.astype(np.float32), b.astype(np.float32))
     with pytest.raises(ValueError, match=name):
         klujax.analyze(Ai, Aj, N)
-    with jax.enable_x64(True):
+    with klujax._compat.enable_x64(True):
         _still_works()
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import klujax
+import klujax._compat
 from hardening_helpers import dense, make_dominant, pattern, random_values, run_python
 
 N = 7
@@ -63,7 +64,7 @@ def test_enable_x64_false_context_gives_single_precision(dtype, out32):
     Ai, Aj, Ax = _system(seed=1, batch=(2,), dtype=dtype)
     b = random_values(np.random.default_rng(2), (2, N), np.float32)
     expected = _ref(Ai, Aj, Ax.astype(out32), b)  # what jax would narrow Ax to
-    with jax.enable_x64(False):
+    with klujax._compat.enable_x64(False):
         for fn in (klujax.solve, jax.jit(klujax.solve)):
             x = fn(Ai, Aj, Ax, b)
             assert x.dtype == out32, x.dtype
@@ -81,7 +82,7 @@ def test_enable_x64_true_context_inside_x64_off():
     assert not jax.config.jax_enable_x64
     Ai, Aj, Ax = _system(seed=3)
     b = np.ones(N)
-    with jax.enable_x64(True):
+    with klujax._compat.enable_x64(True):
         x = klujax.solve(Ai, Aj, Ax, b)
         assert x.dtype == np.float64
         _close(x, _ref(Ai, Aj, Ax, b))
@@ -102,7 +103,7 @@ def test_interleaved_precisions_share_the_pattern_cache():
     for k in range(4):
         scale = 1.0 + 0.25 * (k // 2)
         if k % 2:
-            with jax.enable_x64(False):
+            with klujax._compat.enable_x64(False):
                 x = klujax.solve(Ai, Aj, (Ax * scale).astype(np.float32), b.astype(np.float32))
                 assert x.dtype == np.float32
                 _close(x, _ref(Ai, Aj, (Ax * scale).astype(np.float32), b.astype(np.float32)),
@@ -123,7 +124,7 @@ def test_interleaved_precisions_share_the_pattern_cache():
 
 def test_split_api_numeric_from_x64_on_used_with_x64_off():
     """BUG (minor): a numeric manager factored with x64 on (float64), used inside
-    ``jax.enable_x64(False)`` with a float32 b, makes klujax request a float64 astype
+    ``klujax._compat.enable_x64(False)`` with a float32 b, makes klujax request a float64 astype
     (jax warns it truncates to float32), then bind the f64 kernel to a float32 buffer:
     ``JaxRuntimeError: Failed to decode all FFI handler operands ... Wrong buffer dtype:
     expected F64 but got F32``. The raw handle array works (float32 result), so the
@@ -133,7 +134,7 @@ def test_split_api_numeric_from_x64_on_used_with_x64_off():
     with klujax.analyze(Ai, Aj, N) as sym, klujax.factor(Ai, Aj, Ax, sym) as num:
         x64 = klujax.solve_with_numeric(num, b, sym)
         _close(x64, _ref(Ai, Aj, Ax, b))
-        with jax.enable_x64(False):
+        with klujax._compat.enable_x64(False):
             raw = klujax.solve_with_numeric(num.handle, b.astype(np.float32), sym)
             assert raw.dtype == np.float32
             _close(raw, x64, single=True)
@@ -156,7 +157,7 @@ def test_split_api_numeric_from_x64_off_used_with_x64_on():
     Ai, Aj, Ax = _system(seed=8)
     b = random_values(np.random.default_rng(9), (N,), np.float64)
     with klujax.analyze(Ai, Aj, N) as sym:
-        with jax.enable_x64(False):
+        with klujax._compat.enable_x64(False):
             num32 = klujax.factor(Ai, Aj, Ax.astype(np.float32), sym)
             x32 = klujax.solve_with_numeric(num32, b.astype(np.float32), sym)
             assert x32.dtype == np.float32
@@ -356,7 +357,7 @@ assert np.all(np.isnan(x[1])) and np.all(np.isfinite(x[[0, 2]])), x
 checks.append("singular member NaN")
 
 # x64 off inside the callback process
-with jax.enable_x64(False):
+with klujax._compat.enable_x64(False):
     x32 = klujax.solve(Ai, Aj, Ax.astype(np.complex64), b.astype(np.float32))
     assert x32.dtype == np.complex64, x32.dtype
     check("x64 off", x32, ref, 1e-5)

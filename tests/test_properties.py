@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 import klujax
+import klujax._compat
 from hardening_helpers import (BACKWARD_TOL, FLOAT_DTYPES, backward_error, canon_b,
                                check_solution, dense_jnp, make_dominant, members, out_shape,
                                pattern, random_values, result_dtype)
@@ -322,7 +323,7 @@ def test_x64_off_single_precision_results(sys_: System, use_jit: bool):
                                           sys_.Ax, sys_.b)
     expected_dtype = result_dtype(sys_.Ax.dtype, sys_.b.dtype, x64=False)
     assert x.dtype == expected_dtype
-    with jax.enable_x64(True):
+    with klujax._compat.enable_x64(True):
         x64 = np.asarray(klujax.solve(sys_.Ai, sys_.Aj, sys_.Ax.astype(np.complex128)
                                       if np.iscomplexobj(sys_.Ax) else sys_.Ax.astype(np.float64),
                                       sys_.b.astype(np.complex128) if np.iscomplexobj(sys_.b)
