@@ -150,7 +150,7 @@ class JaxContender:
 
     def build(self, case: dict) -> Bench:
         L = self.sys[case["sys"]]
-        k, jax, jnp = self.k, self.jax, self.jnp
+        k, jax = self.k, self.jax
         path = case["path"]
         K = len(L.ax1)
         Ai, Aj, n = L.dAi, L.dAj, L.n

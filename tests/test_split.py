@@ -16,7 +16,6 @@ import klujax
 import klujax._handles
 from split_helpers import (
     assert_same_objects,
-    RUNTIME_ERRORS,
     DT_IDS,
     DTYPES,
     UNOWNED_WARNING,
