@@ -9,8 +9,9 @@ PY=${PYTHON:-python3}
 missing=()
 [ -f /usr/include/suitesparse/klu.h ] || [ -f /usr/include/klu.h ] || missing+=(libsuitesparse-dev)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
-command -v "$PY" >/dev/null 2>&1 || missing+=(python3)
-if command -v "$PY" >/dev/null 2>&1; then
+if ! command -v "$PY" >/dev/null 2>&1; then
+  missing+=(python3 python3-venv python3-dev)
+else
   "$PY" -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
   "$PY" -c "import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
     || missing+=(python3-dev)
