@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -37,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import klujax
+from klujax._compat import enable_x64
 
 VT = 0.025852  # thermal voltage at 300 K [V]
 IS = 1e-14  # diode saturation current [A]
@@ -169,15 +169,9 @@ def newton_dense(c: Circuit, v0: jax.Array, *, tol: float = 1e-10,
     return v, max_iter
 
 
-@contextlib.contextmanager
-def _x64() -> Iterator[None]:
-    """Double precision for the duration of the example (restored afterwards)."""
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
+def _x64() -> contextlib.AbstractContextManager:
+    """Double precision for the duration of the example (jax's own scoped switch)."""
+    return enable_x64(True)
 
 
 def main(n: int = 200, *, tol: float = 1e-10) -> dict[str, Any]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import jax
@@ -37,6 +36,7 @@ import numpy as np
 from jax.scipy.linalg import lu_factor, lu_solve
 
 import klujax
+from klujax._compat import enable_x64
 
 
 class RCGrid(NamedTuple):
@@ -108,15 +108,9 @@ def output_energy(traces: jax.Array, h: float) -> jax.Array:
     return h * jnp.sum(traces[:, -1, :] ** 2)
 
 
-@contextlib.contextmanager
-def _x64() -> Iterator[None]:
-    """Double precision for the duration of the example (restored afterwards)."""
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
+def _x64() -> contextlib.AbstractContextManager:
+    """Double precision for the duration of the example (jax's own scoped switch)."""
+    return enable_x64(True)
 
 
 def main(nx: int = 16, ny: int = 16, n_steps: int = 400, h: float = 5e-6) -> dict[str, Any]:

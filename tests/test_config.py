@@ -170,18 +170,9 @@ def test_x64_off_jit_vmap_jacfwd():
 
 
 def _x64_ctx():
-    import contextlib
+    from klujax._compat import enable_x64
 
-    @contextlib.contextmanager
-    def ctx():
-        old = jax.config.jax_enable_x64
-        jax.config.update("jax_enable_x64", True)
-        try:
-            yield
-        finally:
-            jax.config.update("jax_enable_x64", old)
-
-    return ctx()
+    return enable_x64(True)
 
 
 def test_klujax_public_api():
