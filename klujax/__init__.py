@@ -8,7 +8,15 @@ import jax.numpy as _jnp
 import numpy as _np
 
 from ._api import coalesce as coalesce, dot as dot, solve as solve
+from ._diagnostics import (
+    KLUFactors as KLUFactors,
+    condest as condest,
+    lu as lu,
+    rcond as rcond,
+    slogdet as slogdet,
+)
 from ._handles import KLUHandleManager as KLUHandleManager
+from ._options import KLUOptions as KLUOptions
 from ._split import (
     analyze as analyze,
     factor as factor,
@@ -33,7 +41,9 @@ COMPLEX_DTYPES = (_np.complex64, _np.complex128, _jnp.complex64, _jnp.complex128
 
 __all__ = [
     "COMPLEX_DTYPES",
+    "KLUFactors",
     "KLUHandleManager",
+    "KLUOptions",
     "__version__",
     "analyze",
     "factor",
@@ -48,7 +58,11 @@ __all__ = [
     "cache_info",
     "clear_cache",
     "coalesce",
+    "condest",
     "dot",
+    "lu",
+    "rcond",
+    "slogdet",
     "set_cache_limit",
     "solve",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -11,13 +12,14 @@ from jax.typing import ArrayLike
 
 from . import _rules  # noqa: F401  (registers the rules)
 from ._ops import prim
+from ._options import KLUOptions, as_options
 from ._shapes import as_index, canonical
 
 
-@jax.jit
-def _solve(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, b: jax.Array) -> jax.Array:
+@partial(jax.jit, static_argnames="options")
+def _solve(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, b: jax.Array, options: KLUOptions) -> jax.Array:
     Ai, Aj, Ax, b3, layout = canonical("klujax.solve", Ai, Aj, Ax, b)
-    x = prim("solve", Ax.dtype).bind(Ai, Aj, Ax, b3, transpose=False, retain=False)
+    x = prim("solve", Ax.dtype).bind(Ai, Aj, Ax, b3, transpose=False, retain=False, options=options)
     return layout.restore(x)
 
 
@@ -34,7 +36,9 @@ def _host_checks(fn: str, Ai: Any, Aj: Any) -> None:
         as_index(fn, "Aj", Aj)
 
 
-def solve(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike) -> jax.Array:
+def solve(
+    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, *, options: KLUOptions | None = None
+) -> jax.Array:
     """Solve ``A x = b`` for a sparse ``A`` given in COO form, with KLU.
 
     Args:
@@ -44,20 +48,23 @@ def solve(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike) -> jax.Arra
         b: ``(n_col,)``, ``(n_col, n_rhs)`` (1D ``Ax``), ``(n_lhs, n_col)`` (2D ``Ax``) or
             ``(n_lhs, n_col, n_rhs)`` right-hand sides. A batch of 1 in ``Ax`` or ``b``
             broadcasts against the other's ``n_lhs``.
+        options: :class:`klujax.KLUOptions` (static); default ``KLUOptions()``.
 
     Returns:
         ``x`` with the broadcast shape of ``b``: float64 or complex128 (float32 or
         complex64 when ``jax_enable_x64`` is off), always computed in double precision.
         Complex if either ``Ax`` or ``b`` is complex.
 
-    A system whose matrix is singular gives NaN for that system only; the other members
-    of a batch are unaffected. Out-of-range indices raise (at run time under ``jit``:
+    Every solution's normwise backward error is measured and refined to ``1e-14`` (see
+    :class:`klujax.KLUOptions`), whether its factorization is fresh or reuses a pivot
+    order. A system whose matrix is singular gives NaN for that system only; the other
+    members of a batch are unaffected. Out-of-range indices raise (at run time under ``jit``:
     ``jax.errors.JaxRuntimeError`` whose message names the argument). Works under
     ``jit``, ``vmap``, ``grad``/``jvp``/``jacfwd``/``jacrev`` (any order) w.r.t. ``Ax``
     and ``b``.
     """
     _host_checks("klujax.solve", Ai, Aj)
-    return _solve(Ai, Aj, Ax, b)
+    return _solve(Ai, Aj, Ax, b, options=as_options("klujax.solve", options))
 
 
 def dot(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, x: ArrayLike) -> jax.Array:

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import _klujax
 from ._compat import Primitive, apply_primitive, enable_x64, klu_effect, mlir, trace_state_clean
+from ._options import KLUOptions
 from ._shapes import DTYPE_SUFFIX, check_canonical
 
 for _name, _capsule in _klujax.registrations().items():
@@ -90,7 +91,7 @@ def _numeric_solve_eval(num: Any, b: Any, sym: Any, *, spec: OpSpec, **params: A
     return _aval((ln if lb == 1 else lb, *b.shape[1:]), b.dtype)
 
 
-def _analyze_eval(Ai: Any, Aj: Any, *, spec: OpSpec, n_col: int) -> Any:
+def _analyze_eval(Ai: Any, Aj: Any, *, spec: OpSpec, n_col: int, **params: Any) -> Any:
     if Ai.dtype != np.int32 or Aj.shape != Ai.shape or Ai.ndim != 1:
         raise TypeError(f"{spec.name}: Ai, Aj must be int32 vectors of one length")
     return _aval((), np.uint64)
@@ -110,9 +111,25 @@ def _factor_eval(Ai: Any, Aj: Any, Ax: Any, *rest: Any, spec: OpSpec, **params: 
     return _aval((Ax.shape[0],), np.uint64)
 
 
-def _free_eval(h: Any, *, spec: OpSpec) -> Any:
+def _free_eval(h: Any, *, spec: OpSpec, **params: Any) -> Any:
     _check_handle(spec, spec.operands[0], h)
     return _aval((), np.int32)
+
+
+def _values_eval(Ai: Any, Aj: Any, Ax: Any, *, spec: OpSpec, n_col: int, **params: Any) -> Any:
+    """Ops on (Ai, Aj, Ax (la, n_nz)) alone: diagnostics (la, 2), inverse_entries (la, n_nz)."""
+    if Ai.dtype != np.int32 or Aj.shape != Ai.shape or Ai.ndim != 1:
+        raise TypeError(f"{spec.name}: Ai, Aj must be int32 vectors of one length")
+    if Ax.ndim != 2 or Ax.shape[1] != Ai.shape[0] or np.dtype(Ax.dtype) not in DTYPE_SUFFIX:
+        raise ValueError(f"{spec.name}: Ax must be float/complex (la, n_nz) with "
+                         f"n_nz={Ai.shape[0]}, got {Ax.dtype}{Ax.shape}")
+    width = 2 if spec.name == "diagnostics" else Ai.shape[0]
+    return _aval((Ax.shape[0], width), Ax.dtype)
+
+
+def _numeric_diag_eval(num: Any, *, spec: OpSpec, **params: Any) -> Any:
+    _check_handle(spec, "numeric", num, 1)
+    return _aval((num.shape[0], 2), jax.dtypes.canonicalize_dtype(np.float64))
 
 
 OPS: dict[str, OpSpec] = {}
@@ -133,10 +150,15 @@ def _layouts(spec: OpSpec, n_operands: int | None = None) -> list[Any]:
     return fixed + [None] * ((n_operands or len(fixed)) - len(fixed))
 
 
+def _attr(v: Any) -> Any:
+    if isinstance(v, KLUOptions):
+        return v.as_attribute()
+    return np.bool_(v) if isinstance(v, bool) else np.int64(v)
+
+
 def _attrs(params: dict[str, Any]) -> dict[str, Any]:
     """FFI attributes from primitive params (``effect`` is for JAX only)."""
-    return {k: np.bool_(v) if isinstance(v, bool) else np.int64(v)
-            for k, v in params.items() if k != "effect"}
+    return {k: _attr(v) for k, v in params.items() if k != "effect"}
 
 
 def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> Any:
@@ -215,18 +237,29 @@ def prim(op: str, dtype: Any) -> Primitive:
 
 
 _IJ = ("index", "index2")
+_OPT = "options"  # a KLUOptions, passed to the handler as one f64 array attribute
 SOLVE = register(OpSpec("solve", (*_IJ, "values", "rhs"), _rhs_like_eval,
-                        params=("transpose", "retain"), variadic=True))
+                        params=("transpose", "retain", _OPT), variadic=True))
 DOT = register(OpSpec("dot", (*_IJ, "values", "rhs"), _rhs_like_eval))
-ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col",), effectful=True,
+ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col", _OPT), effectful=True,
                           per_dtype=False))
-FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, effectful=True))
+FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, params=(_OPT,),
+                         effectful=True))
 REFACTOR = register(OpSpec("refactor", (*_IJ, "values", "numeric", "symbolic"), _factor_eval,
-                           effectful=True, variadic=True))
+                           params=(_OPT,), effectful=True, variadic=True))
 SOLVE_WITH_SYMBOL = register(OpSpec("solve_with_symbol", (*_IJ, "values", "rhs", "symbolic"),
-                                    _rhs_like_eval, params=("transpose", "retain"), variadic=True))
+                                    _rhs_like_eval, params=("transpose", "retain", _OPT),
+                                    variadic=True))
 SOLVE_WITH_NUMERIC = register(OpSpec("solve_with_numeric", ("numeric", "rhs", "symbolic"),
-                                     _numeric_solve_eval, params=("transpose",)))
+                                     _numeric_solve_eval, params=("transpose", _OPT)))
+#: what = 0: rcond, 1: condest, 2: slogdet (sign, log|det|); result (la, 2)
+DIAGNOSTICS = register(OpSpec("diagnostics", (*_IJ, "values"), _values_eval,
+                              params=("n_col", "what", _OPT)))
+DIAGNOSTICS_NUMERIC = register(OpSpec("diagnostics_numeric", ("numeric",), _numeric_diag_eval,
+                                      params=("what",)))
+#: A^-T at the pattern (the gradient of log|det A| w.r.t. Ax); result (la, n_nz)
+INVERSE_ENTRIES = register(OpSpec("inverse_entries", (*_IJ, "values"), _values_eval,
+                                  params=("n_col", _OPT)))
 FREE_SYMBOLIC = register(OpSpec("free_symbolic", ("symbolic",), _free_eval, effectful=True,
                                 per_dtype=False, variadic=True))
 FREE_NUMERIC = register(OpSpec("free_numeric", ("numeric",), _free_eval, effectful=True,

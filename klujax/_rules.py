@@ -45,7 +45,10 @@ def _pos(spec: OpSpec, roles: tuple[str, ...] | str) -> int:
 
 
 def _dtype_of(spec: OpSpec, args: Any) -> Any:
-    return args[_pos(spec, "rhs")].dtype if "rhs" in spec.operands else args[_pos(spec, "values")].dtype
+    for role in ("rhs", "values"):
+        if role in spec.operands:
+            return args[_pos(spec, role)].dtype
+    return jax.dtypes.canonicalize_dtype(jnp.float64)  # real results (diagnostics_numeric)
 
 
 def _bind(spec: OpSpec, args: Any, **params: Any) -> Any:
@@ -133,10 +136,15 @@ def _dot_transpose(ct: Any, Ai: Any, Aj: Any, Ax: Any, x: Any, *, spec: OpSpec) 
         return [None, None, None, _sum_to(matvec(Ai, Aj, Ax, ct, transpose=True), x.aval.shape[0])]
     if _is_zero(ct):
         return [None, None, ad.Zero(Ax.aval), None]
-    # d(y[l, Ai[k], r]) / d(Ax[l, k]) = x[l, Aj[k], r]. The indices were validated by the
-    # native call of the forward pass; "clip" skips the costly out-of-bounds handling of
-    # a default gather (measured 5-15x slower for small systems with traced indices).
+    # d(y[l, Ai[k], r]) / d(Ax[l, k]) = x[l, Aj[k], r]. "clip" skips the costly
+    # out-of-bounds handling of a default gather (5-15x slower for small systems with
+    # traced indices); an out-of-range index gives NaN instead. The forward call that
+    # would have raised for it can be dead code here (the cotangent of a linear map does
+    # not need its value), so this must not rely on it.
+    n = ct.shape[1]
+    valid = (Ai >= 0) & (Ai < n) & (Aj >= 0) & (Aj < n)
     ct_ax = (jnp.take(ct, Ai, axis=1, mode="clip") * jnp.take(x, Aj, axis=1, mode="clip")).sum(axis=-1)
+    ct_ax = jnp.where(valid, ct_ax, jnp.array(jnp.nan, ct_ax.dtype))
     return [None, None, _sum_to(ct_ax, Ax.aval.shape[0]), None]
 
 
@@ -147,6 +155,34 @@ def _factor_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> 
         raise NotImplementedError(
             f"klujax.{spec.name} is not differentiable w.r.t. Ax (its result is a handle); "
             "differentiate through klujax.solve or klujax.solve_with_symbol instead")
+    out = _bind(spec, primals, **params)
+    return out, ad.Zero.from_primal_value(out)
+
+
+#== diagnostics: slogdet is differentiable (first order), rcond/condest are not ==#
+
+def _diagnostics_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> Any:
+    out = _bind(spec, primals, **params)
+    dAx = tangents[2]
+    if _is_zero(dAx):
+        return out, ad.Zero.from_primal_value(out)
+    if params["what"] != 2:
+        raise NotImplementedError("klujax.rcond and klujax.condest are not differentiable")
+    Ai, Aj, Ax = primals
+    # d log(det A) = tr(A^-1 dA) = sum_k dAx[k] (A^-T)[Ai[k], Aj[k]]
+    G = prim("inverse_entries", Ax.dtype).bind(Ai, Aj, Ax, n_col=params["n_col"],
+                                               options=params["options"])
+    t = (dAx * G).sum(axis=-1)
+    if jnp.iscomplexobj(Ax):  # sign = exp(i Im log det), logabsdet = Re log det
+        dsign, dlog = out[:, 0] * (1j * t.imag), t.real.astype(t.dtype)
+    else:
+        dsign, dlog = jnp.zeros_like(t), t
+    return out, jnp.stack([dsign, dlog], axis=1)
+
+
+def _inverse_entries_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> Any:
+    if not _is_zero(tangents[2]):
+        raise NotImplementedError("klujax.slogdet is differentiable to first order only")
     out = _bind(spec, primals, **params)
     return out, ad.Zero.from_primal_value(out)
 
@@ -231,6 +267,22 @@ def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     return _bind(spec, new, **params).reshape(B, ln), 0
 
 
+def _batch_values(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
+    """Ops on (Ai, Aj, Ax) alone: fold a batch of Ax into its n_lhs."""
+    if dims[0] is not None or dims[1] is not None:
+        return _batch_by_loop(args, dims, spec=spec, **params)
+    Ax = jnp.moveaxis(args[2], dims[2], 0)
+    B, la, nnz = Ax.shape
+    out = _bind(spec, (args[0], args[1], Ax.reshape(B * la, nnz)), **params)
+    return out.reshape(B, la, *out.shape[1:]), 0
+
+
+def _batch_numeric_diag(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
+    num = jnp.moveaxis(args[0], dims[0], 0)
+    out = _bind(spec, (num.reshape(-1),), **params)
+    return out.reshape(*num.shape, 2), 0
+
+
 def _batch_free(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     return _bind(spec, (args[0].reshape(-1), *args[1:]), **params), None
 
@@ -248,6 +300,9 @@ _RULES = {
     "factor": (_factor_jvp, None, _batch_factor),
     "refactor": (_factor_jvp, None, _batch_factor),
     "analyze": (None, None, _batch_analyze),
+    "diagnostics": (_diagnostics_jvp, None, _batch_values),
+    "inverse_entries": (_inverse_entries_jvp, None, _batch_values),
+    "diagnostics_numeric": (None, None, _batch_numeric_diag),
     "free_symbolic": (None, None, _batch_free),
     "free_numeric": (None, None, _batch_free),
 }

@@ -7,6 +7,7 @@ Every public function goes through here at trace time. Canonical shapes:
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,3 +185,25 @@ def check_canonical(name: str, Ai: Any, Aj: Any, Ax: Any, b: Any) -> tuple[int, 
     if la != lb and 1 not in (la, lb):
         raise ValueError(f"{name}: batch sizes {la} (Ax) and {lb} (b) do not broadcast")
     return (la if lb == 1 else lb), b.shape[1], b.shape[2]
+
+
+def canonical_values(fn: str, Ai: Any, Aj: Any, Ax: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Validates (Ai, Aj, Ax) of ops without a right-hand side; Ax -> (la, n_nz)."""
+    dtype = compute_dtype(fn, Ax=Ax)
+    Ai, Aj = as_index(fn, "Ai", Ai), as_index(fn, "Aj", Aj)
+    Ax = jnp.asarray(Ax)
+    if Ax.ndim not in (1, 2) or Ai.shape != (Ax.shape[-1],) or Aj.shape != Ai.shape:
+        raise ValueError(f"{fn}: expected Ai, Aj (n_nz,) and Ax (n_nz,) or (n_lhs, n_nz), got "
+                         f"{Ai.shape}, {Aj.shape}, {Ax.shape}")
+    return Ai, Aj, (Ax if Ax.ndim == 2 else Ax[None]).astype(dtype)
+
+
+def static_n_col(fn: str, n_col: Any) -> int:
+    """``n_col`` as a Python int >= 0 (a static size: not a tracer, not 5.7)."""
+    try:
+        n_col = operator.index(n_col)
+    except TypeError:
+        raise TypeError(f"{fn}: n_col must be a static Python int, got {n_col!r}") from None
+    if n_col < 0:
+        raise ValueError(f"{fn}: n_col must be >= 0, got {n_col}")
+    return n_col

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from functools import partial
 from typing import Any
 
@@ -13,7 +12,8 @@ from jax.typing import ArrayLike
 
 from ._handles import KLUHandleManager, handle_array, warn_unowned
 from ._ops import effect_needed, handle_prim, prim
-from ._shapes import as_index, canonical, canonical_rhs, compute_dtype
+from ._options import KLUOptions, as_options
+from ._shapes import as_index, canonical, canonical_rhs, canonical_values as _values, compute_dtype, static_n_col
 
 Handle = KLUHandleManager | jax.Array
 
@@ -35,22 +35,26 @@ def _wrap(h: jax.Array, kind: str, dtype: Any = None) -> KLUHandleManager:
 
 #== analyze ==#
 
-@partial(jax.jit, static_argnums=(2, 3))
-def _analyze(Ai: jax.Array, Aj: jax.Array, n_col: int, effect: bool) -> jax.Array:
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _analyze(Ai: jax.Array, Aj: jax.Array, n_col: int, effect: bool, options: KLUOptions) -> jax.Array:
     Ai = as_index("klujax.analyze", "Ai", Ai)
     Aj = as_index("klujax.analyze", "Aj", Aj)
     if Ai.shape != Aj.shape:
         raise ValueError(f"klujax.analyze: Ai {Ai.shape} and Aj {Aj.shape} differ in length")
-    return handle_prim("analyze").bind(Ai, Aj, n_col=n_col, effect=effect)
+    return handle_prim("analyze").bind(Ai, Aj, n_col=n_col, effect=effect, options=options)
 
 
-def analyze(Ai: ArrayLike, Aj: ArrayLike, n_col: int) -> KLUHandleManager:
+def analyze(
+    Ai: ArrayLike, Aj: ArrayLike, n_col: int, *, options: KLUOptions | None = None
+) -> KLUHandleManager:
     """Symbolic analysis (ordering, block triangular form) of a sparsity pattern.
 
     Args:
         Ai: ``(n_nz,)`` row indices (duplicates allowed).
         Aj: ``(n_nz,)`` column indices.
         n_col: the matrix size ``n`` (the matrix is ``n x n``); must be a Python int.
+        options: :class:`klujax.KLUOptions`; ``ordering`` and ``btf`` apply here (the
+            factorizations made with this handle use their own ``tol`` and ``scale``).
 
     Returns:
         A symbolic :class:`KLUHandleManager` (``handle`` shape ``()``). Every call returns
@@ -58,39 +62,28 @@ def analyze(Ai: ArrayLike, Aj: ArrayLike, n_col: int) -> KLUHandleManager:
         :func:`klujax.solve`'s cache), so numeric handles factored through one work with
         any other.
     """
-    try:
-        n_col = operator.index(n_col)  # ints and integer scalars; not 5.7, not tracers
-    except TypeError:
-        raise TypeError(f"klujax.analyze: n_col must be a static Python int, got {n_col!r}") from None
-    if n_col < 0:
-        raise ValueError(f"klujax.analyze: n_col must be >= 0, got {n_col}")
+    n_col = static_n_col("klujax.analyze", n_col)
+    opts = as_options("klujax.analyze", options)
     if isinstance(Ai, np.ndarray) or isinstance(Aj, np.ndarray):
         as_index("klujax.analyze", "Ai", Ai)
         as_index("klujax.analyze", "Aj", Aj)
-    return _wrap(_analyze(Ai, Aj, n_col, effect_needed()), "symbolic")
+    return _wrap(_analyze(Ai, Aj, n_col, effect_needed(), opts), "symbolic")
 
 
 #== factor / refactor ==#
 
-def _values(fn: str, Ai: Any, Aj: Any, Ax: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
-    dtype = compute_dtype(fn, Ax=Ax)
-    Ai, Aj = as_index(fn, "Ai", Ai), as_index(fn, "Aj", Aj)
-    Ax = jnp.asarray(Ax)
-    if Ax.ndim not in (1, 2) or Ai.shape != (Ax.shape[-1],) or Aj.shape != Ai.shape:
-        raise ValueError(f"{fn}: expected Ai, Aj (n_nz,) and Ax (n_nz,) or (n_lhs, n_nz), got "
-                         f"{Ai.shape}, {Aj.shape}, {Ax.shape}")
-    return Ai, Aj, (Ax if Ax.ndim == 2 else Ax[None]).astype(dtype)
-
-
-@partial(jax.jit, static_argnums=4)
-def _factor(Ai: Any, Aj: Any, Ax: Any, sym: jax.Array, effect: bool) -> jax.Array:
+@partial(jax.jit, static_argnums=(4, 5))
+def _factor(Ai: Any, Aj: Any, Ax: Any, sym: jax.Array, effect: bool, options: KLUOptions) -> jax.Array:
     ndim = jnp.ndim(Ax)
     Ai, Aj, Ax2 = _values("klujax.factor", Ai, Aj, Ax)
-    h = prim("factor", Ax2.dtype).bind(Ai, Aj, Ax2, sym, effect=effect)
+    h = prim("factor", Ax2.dtype).bind(Ai, Aj, Ax2, sym, effect=effect, options=options)
     return h if ndim == 2 else h.reshape(())
 
 
-def factor(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle) -> KLUHandleManager:
+def factor(
+    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle, *,
+    options: KLUOptions | None = None,
+) -> KLUHandleManager:
     """Numeric LU factorization(s) of ``A`` with a symbolic analysis.
 
     Args:
@@ -98,6 +91,7 @@ def factor(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle) -> KLU
         Aj: ``(n_nz,)`` column indices of that pattern.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values: one factorization per batch member.
         symbolic: from :func:`analyze`.
+        options: :class:`klujax.KLUOptions`; ``tol`` and ``scale`` apply here.
 
     Returns:
         A numeric :class:`KLUHandleManager`, ``handle`` of shape ``()`` or ``(n_lhs,)``.
@@ -105,7 +99,8 @@ def factor(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle) -> KLU
     """
     sym = handle_array("klujax.factor", "symbolic", symbolic, "symbolic")
     dtype = compute_dtype("klujax.factor", Ax=Ax)
-    return _wrap(_track(_factor(Ai, Aj, Ax, sym, effect_needed()), symbolic), "numeric", dtype)
+    opts = as_options("klujax.factor", options)
+    return _wrap(_track(_factor(Ai, Aj, Ax, sym, effect_needed(), opts), symbolic), "numeric", dtype)
 
 
 def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
@@ -114,23 +109,30 @@ def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
                  if not isinstance(x, KLUHandleManager))
 
 
-@partial(jax.jit, static_argnums=6)
+@partial(jax.jit, static_argnums=(6, 7))
 def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple,
-              effect: bool) -> jax.Array:
+              effect: bool, options: KLUOptions) -> jax.Array:
     Ai, Aj, Ax2 = _values("klujax.refactor", Ai, Aj, Ax)
-    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps, effect=effect)
+    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps, effect=effect,
+                                           options=options)
     return out.reshape(num.shape)
 
 
 def refactor(
     Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, numeric: Handle, symbolic: Handle,
-    dependency: Any = None,
+    dependency: Any = None, *, options: KLUOptions | None = None,
 ) -> KLUHandleManager:
     """Refactor with new values, reusing the numeric objects' memory and pivot order.
 
     ``Ax`` is ``(n_nz,)`` or ``(n_lhs, n_nz)`` matching ``numeric``'s batch (or a single
-    member for all). A refactorization whose pivots degrade (cheap rcond check) is redone
-    with fresh pivoting.
+    member for all). The old pivot order is kept unless the new pivots fail a cheap
+    ratio test (``klu_rcond`` below 0.1x the last fresh factorization's), or the
+    factorization was made with another ``tol``/``scale`` in ``options``; then the member
+    is factored with fresh pivoting. A reused pivot order can still lose digits without
+    failing that test: the solves with ``numeric`` check every solution's backward error
+    and, where refinement does not reach the target, factor afresh from the values kept
+    with the factorization (see :class:`klujax.KLUOptions`), so the answers are as
+    accurate as a fresh factorization's.
 
     The native objects are updated in place (handles are references, as in klujax 0.5):
     every later use of ``numeric`` sees the new values. It returns the handle it updated
@@ -146,7 +148,8 @@ def refactor(
     dtype = compute_dtype(fn, Ax=Ax)
     if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None and numeric.dtype != dtype:
         raise TypeError(f"{fn}: numeric was factored as {numeric.dtype}, Ax is {dtype}")
-    out = _track(_refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency), effect_needed()),
+    opts = as_options(fn, options)
+    out = _track(_refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency), effect_needed(), opts),
                  numeric, symbolic)
     if isinstance(numeric, KLUHandleManager) and not isinstance(out, jax.core.Tracer):
         numeric.handle = out
@@ -156,37 +159,48 @@ def refactor(
 
 #== solves ==#
 
-@partial(jax.jit, static_argnames="transpose")
-def _solve_with_symbol(Ai: Any, Aj: Any, Ax: Any, b: Any, sym: jax.Array, transpose: bool) -> jax.Array:
+@partial(jax.jit, static_argnames=("transpose", "options"))
+def _solve_with_symbol(Ai: Any, Aj: Any, Ax: Any, b: Any, sym: jax.Array, transpose: bool,
+                       options: KLUOptions) -> jax.Array:
     fn = "klujax.tsolve_with_symbol" if transpose else "klujax.solve_with_symbol"
     Ai, Aj, Ax, b3, layout = canonical(fn, Ai, Aj, Ax, b)
-    x = prim("solve_with_symbol", Ax.dtype).bind(Ai, Aj, Ax, b3, sym, transpose=transpose, retain=False)
+    x = prim("solve_with_symbol", Ax.dtype).bind(Ai, Aj, Ax, b3, sym, transpose=transpose,
+                                                 retain=False, options=options)
     return layout.restore(x)
 
 
+def _symbol_solve(fn: str, Ai: Any, Aj: Any, Ax: Any, b: Any, symbolic: Handle, transpose: bool,
+                  options: KLUOptions | None) -> jax.Array:
+    sym = handle_array(fn, "symbolic", symbolic, "symbolic")
+    out = _solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=transpose, options=as_options(fn, options))
+    return _track(out, symbolic)
+
+
 def solve_with_symbol(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, symbolic: Handle
+    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, symbolic: Handle, *,
+    options: KLUOptions | None = None,
 ) -> jax.Array:
     """Solve ``A x = b`` reusing a symbolic analysis: factor (or refactor) + solve.
 
-    Shapes, broadcasting, dtypes and the NaN policy are those of :func:`klujax.solve`.
-    Differentiable w.r.t. ``Ax`` and ``b``; batchable over ``Ax`` and ``b``.
+    Shapes, broadcasting, dtypes, the accuracy check and the NaN policy are those of
+    :func:`klujax.solve`; ``options`` (:class:`klujax.KLUOptions`) gives ``tol``,
+    ``scale`` and the check (the ordering is the symbolic handle's). Differentiable
+    w.r.t. ``Ax`` and ``b``; batchable over ``Ax`` and ``b``.
     """
-    sym = handle_array("klujax.solve_with_symbol", "symbolic", symbolic, "symbolic")
-    return _track(_solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=False), symbolic)
+    return _symbol_solve("klujax.solve_with_symbol", Ai, Aj, Ax, b, symbolic, False, options)
 
 
 def tsolve_with_symbol(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, symbolic: Handle
+    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, symbolic: Handle, *,
+    options: KLUOptions | None = None,
 ) -> jax.Array:
     """Solve ``A^T x = b`` (plain transpose, also for complex); see :func:`solve_with_symbol`."""
-    sym = handle_array("klujax.tsolve_with_symbol", "symbolic", symbolic, "symbolic")
-    return _track(_solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=True), symbolic)
+    return _symbol_solve("klujax.tsolve_with_symbol", Ai, Aj, Ax, b, symbolic, True, options)
 
 
-@partial(jax.jit, static_argnames=("transpose", "ax_ndim", "dtype"))
+@partial(jax.jit, static_argnames=("transpose", "ax_ndim", "dtype", "options"))
 def _solve_with_numeric(num: jax.Array, b: Any, sym: jax.Array, transpose: bool, ax_ndim: int,
-                        dtype: Any) -> jax.Array:
+                        dtype: Any, options: KLUOptions) -> jax.Array:
     fn = "klujax.tsolve_with_numeric" if transpose else "klujax.solve_with_numeric"
     # Factorizations are double precision whatever dtype they were made from, so only
     # real vs complex matters: the result dtype is the usual one for (numeric, b).
@@ -198,51 +212,64 @@ def _solve_with_numeric(num: jax.Array, b: Any, sym: jax.Array, transpose: bool,
         # A real factorization with a complex b: solve the two halves.
         real = compute_dtype(fn, numeric=np.zeros((), np.float64))
         p = prim("solve_with_numeric", real)
-        re = p.bind(num1, b3.real.astype(real), sym, transpose=transpose)
-        im = p.bind(num1, b3.imag.astype(real), sym, transpose=transpose)
+        re = p.bind(num1, b3.real.astype(real), sym, transpose=transpose, options=options)
+        im = p.bind(num1, b3.imag.astype(real), sym, transpose=transpose, options=options)
         return layout.restore(jax.lax.complex(re, im))
     p = prim("solve_with_numeric", out_dtype)
-    return layout.restore(p.bind(num1, b3.astype(out_dtype), sym, transpose=transpose))
+    return layout.restore(p.bind(num1, b3.astype(out_dtype), sym, transpose=transpose, options=options))
 
 
-def _numeric_solve(fn: str, numeric: Handle, b: ArrayLike, symbolic: Handle, transpose: bool) -> jax.Array:
+def _numeric_solve(fn: str, numeric: Handle, b: ArrayLike, symbolic: Handle, transpose: bool,
+                   options: KLUOptions | None) -> jax.Array:
     num = handle_array(fn, "numeric", numeric, "numeric")
     sym = handle_array(fn, "symbolic", symbolic, "symbolic")
     dtype = numeric._dtype_name if isinstance(numeric, KLUHandleManager) else None
-    out = _solve_with_numeric(num, b, sym, transpose=transpose, ax_ndim=num.ndim + 1, dtype=dtype)
+    out = _solve_with_numeric(num, b, sym, transpose=transpose, ax_ndim=num.ndim + 1, dtype=dtype,
+                              options=as_options(fn, options))
     return _track(out, numeric, symbolic)
 
 
-def solve_with_numeric(numeric: Handle, b: ArrayLike, symbolic: Handle) -> jax.Array:
-    """Solve ``A x = b`` with existing factorization(s): just the triangular solves.
+def solve_with_numeric(
+    numeric: Handle, b: ArrayLike, symbolic: Handle, *, options: KLUOptions | None = None
+) -> jax.Array:
+    """Solve ``A x = b`` with existing factorization(s): the triangular solves, checked.
 
     ``numeric`` with ``handle`` of shape ``()`` acts like a 1D ``Ax``, shape ``(n_lhs,)``
-    like a 2D one, for the shape rules of :func:`klujax.solve`. Differentiable w.r.t.
-    ``b`` (its transpose is the transposed solve on the same factorization); batchable
-    over ``b`` and ``numeric``.
+    like a 2D one, for the shape rules of :func:`klujax.solve`. ``symbolic`` may be any
+    symbolic handle of the same pattern. ``options`` gives the accuracy check
+    (``check``, ``refine``, ``target`` of :class:`klujax.KLUOptions`): a factorization
+    that reuses a pivot order (:func:`refactor`) and misses the target after refinement is
+    factored afresh in place. Differentiable w.r.t. ``b`` (its transpose is the
+    transposed solve on the same factorization); batchable over ``b`` and ``numeric``.
     """
-    return _numeric_solve("klujax.solve_with_numeric", numeric, b, symbolic, False)
+    return _numeric_solve("klujax.solve_with_numeric", numeric, b, symbolic, False, options)
 
 
-def tsolve_with_numeric(numeric: Handle, b: ArrayLike, symbolic: Handle) -> jax.Array:
+def tsolve_with_numeric(
+    numeric: Handle, b: ArrayLike, symbolic: Handle, *, options: KLUOptions | None = None
+) -> jax.Array:
     """Solve ``A^T x = b`` with existing factorization(s); see :func:`solve_with_numeric`."""
-    return _numeric_solve("klujax.tsolve_with_numeric", numeric, b, symbolic, True)
+    return _numeric_solve("klujax.tsolve_with_numeric", numeric, b, symbolic, True, options)
 
 
 def refactor_and_solve(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, numeric: Handle, symbolic: Handle
-) -> jax.Array:
+    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, numeric: Handle, symbolic: Handle,
+    *, options: KLUOptions | None = None,
+) -> tuple[jax.Array, KLUHandleManager]:
     """Refactor ``numeric`` in place with new values ``Ax``, then solve ``A x = b``.
 
-    Equivalent to ``solve_with_numeric(refactor(Ai, Aj, Ax, numeric, symbolic), b,
-    symbolic)``; later solves with ``numeric`` see the new factorization. Inside ``jit``
-    nothing orders such a later solve after this call: use :func:`refactor` +
-    :func:`solve_with_numeric` there and consume the handle ``refactor`` returns.
-    Shapes as :func:`klujax.solve`. Differentiable w.r.t. ``b`` only (use
+    Equivalent to ``num = refactor(Ai, Aj, Ax, numeric, symbolic)`` followed by
+    ``solve_with_numeric(num, b, symbolic)``; later solves with ``numeric`` see the new
+    factorization. Shapes as :func:`klujax.solve`. Differentiable w.r.t. ``b`` only (use
     :func:`solve_with_symbol` for ``Ax``).
+
+    Returns:
+        ``(x, numeric)`` as in klujax 0.5: the solution and the refactored handle. Inside
+        ``jit``, later solves must consume this returned handle, which orders them after
+        the refactorization.
     """
-    num = refactor(Ai, Aj, Ax, numeric, symbolic)
-    return solve_with_numeric(num, b, symbolic)
+    num = refactor(Ai, Aj, Ax, numeric, symbolic, options=options)
+    return solve_with_numeric(num, b, symbolic, options=options), num
 
 
 #== free ==#

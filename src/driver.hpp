@@ -16,14 +16,12 @@
 
 namespace klujax {
 
-// A refactorization (old pivot order, new values) is kept only if its pivots stay as
+// A refactorization (old pivot order, new values) is tried only if its pivots stay as
 // healthy as a fresh factorization's: the cheap estimate min|u_kk|/max|u_kk| (klu_rcond,
 // O(n)) may not fall below this factor times what the last fresh klu_factor of that
-// numeric object had, else the member is factored afresh with new pivots. The pivot
-// order of one matrix can be unstable for another of the same pattern (e.g. after a solve
-// of unrelated values) and this catches it. klu_rgrowth (pivot growth) was also tried:
-// it caught no case this misses in our tests and cost 10-25% of refactor+solve on
-// patterns with much fill.
+// numeric object had, else the member is factored afresh at once. This is only a cheap
+// first filter: a reused pivot order can lose digits with a healthy rcond, which is why
+// every solution is then checked by its backward error (solve_checked below).
 constexpr double kRefactorRatio = 0.1;
 // Below this much estimated work a chunk is not worth a thread hand-off.
 constexpr double kMinChunkNs = 40e3;
@@ -39,32 +37,66 @@ inline int64_t max_chunks_for(double ns_per_item, int64_t items) {
   return std::max<int64_t>(1, static_cast<int64_t>(total / kMinChunkNs));
 }
 
-// Factors `vals` into f, refactoring f's existing object when it has one and the result
-// passes the pivot check. Returns false if the matrix is singular (f keeps any object it
-// had, which klu_refactor may reuse later).
+//== Values of a factorization ==//
+
+inline double abs1(double v) { return std::fabs(v); }
+inline double abs1(const cplx& v) { return std::fabs(v.real()) + std::fabs(v.imag()); }
+
 template <class S>
-bool factorize_impl(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
-  using K = KluTraits<S>;
-  klu_symbolic* sym = p.symbolic.get();
-  if (!sym) return false;  // no entries at all: singular
-  if (f.num) {
-    if (K::refactor(p.ap_ptr(), p.ai_ptr(), vals, sym, f.num.get(), c.get()) &&
-        c.c.status == KLU_OK) {
-      K::rcond(sym, f.num.get(), c.get());
-      if (c.c.rcond >= kRefactorRatio * f.ref_rcond) return true;  // NaN fails too
-    } else {
-      check_klu_status(c.c, op);
+S* values_of(Fact& f) {
+  return reinterpret_cast<S*>(f.vals.data());
+}
+template <class S>
+const S* values_of(const Fact& f) {
+  return reinterpret_cast<const S*>(f.vals.data());
+}
+
+// Loads COO values (one member of Ax) into f's CSC value buffer, duplicates summed, and
+// computes the norms the backward error needs.
+template <class In>
+void load_values(const Pattern& p, const In* ax, Fact& f) {
+  using S = compute_t<In>;
+  const int64_t m = p.nnz_csc();
+  f.vals.resize(static_cast<size_t>(m) * (KluTraits<S>::is_complex ? 2 : 1));
+  S* v = values_of<S>(f);
+  p.scatter(ax, v);
+  std::vector<double> rows(p.n, 0.0);
+  double one = 0.0;
+  for (int32_t j = 0; j < p.n; ++j) {
+    double col = 0.0;
+    for (int32_t q = p.ap[j]; q < p.ap[j + 1]; ++q) {
+      const double a = abs1(v[q]);
+      col += a;
+      rows[p.ai[q]] += a;
     }
+    one = std::max(one, col);
   }
+  double inf = 0.0;
+  for (double r : rows) inf = std::max(inf, r);
+  // A NaN entry makes the norms NaN (std::max drops it): keep it visible.
+  bool finite = true;
+  for (int64_t q = 0; q < m && finite; ++q) finite = std::isfinite(abs1(v[q]));
+  f.norm_inf = finite ? inf : std::numeric_limits<double>::quiet_NaN();
+  f.norm_one = finite ? one : std::numeric_limits<double>::quiet_NaN();
+}
+
+//== Factorization ==//
+
+// A fresh klu_factor of f's values (new pivot order). Returns false if singular.
+template <class S>
+bool factor_fresh(Pattern& p, Fact& f, Common& c, const Options& o, const char* op) {
+  using K = KluTraits<S>;
   const size_t before = c.c.memusage;
-  NumericPtr fresh(K::factor(p.ap_ptr(), p.ai_ptr(), vals, sym, c.get()));
+  NumericPtr fresh(K::factor(p.ap_ptr(), p.ai_ptr(), values_of<S>(f), p.symbolic.get(), c.get()));
   if (!fresh) {
     check_klu_status(c.c, op);
     return false;  // KLU_SINGULAR
   }
-  K::rcond(sym, fresh.get(), c.get());
+  K::rcond(p.symbolic.get(), fresh.get(), c.get());
   const double rc = c.c.rcond;
   f.num = std::move(fresh);
+  f.opts = o;
+  f.fresh = true;
   // Non-finite values (NaN/Inf in Ax) give a meaningless reference: then no later
   // refactorization of this object is trusted until a fresh one is sane again.
   f.ref_rcond = std::isfinite(rc) && rc > 0 ? rc : HUGE_VAL;
@@ -72,11 +104,32 @@ bool factorize_impl(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
   return true;
 }
 
+// Factors f's values (load_values first), refactoring f's existing object with its pivot
+// order when it has one made with the same factor options and the pivots pass the rcond
+// filter. Sets and returns f.ok (false: singular; f keeps any object it had, which a
+// later klu_refactor may reuse).
 template <class S>
-bool factorize(Pattern& p, S* vals, Fact& f, Common& c, const char* op) {
-  f.ok = factorize_impl(p, vals, f, c, op);
-  return f.ok;
+bool factorize(Pattern& p, Fact& f, Common& c, const Options& o, const char* op) {
+  using K = KluTraits<S>;
+  f.ok = false;
+  klu_symbolic* sym = p.symbolic.get();
+  if (!sym) return false;  // no entries at all: singular
+  if (f.num && f.opts.same_factor(o)) {
+    if (K::refactor(p.ap_ptr(), p.ai_ptr(), values_of<S>(f), sym, f.num.get(), c.get()) &&
+        c.c.status == KLU_OK) {
+      K::rcond(sym, f.num.get(), c.get());
+      if (c.c.rcond >= kRefactorRatio * f.ref_rcond) {  // NaN fails too
+        f.fresh = false;
+        return f.ok = true;
+      }
+    } else {
+      check_klu_status(c.c, op);
+    }
+  }
+  return f.ok = factor_fresh<S>(p, f, c, o, op);
 }
+
+//== Checked solves ==//
 
 template <class S>
 S nan_value() {
@@ -86,19 +139,111 @@ S nan_value() {
 }
 
 template <class S>
-void solve_in_place(Pattern& p, Fact& f, bool ok, bool transpose, int64_t cols, S* w,
-                    Common& c, const char* op) {
+void klu_solve_cols(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Common& c,
+                    const char* op) {
+  using K = KluTraits<S>;
+  const int n = static_cast<int>(p.n);
+  int done = transpose ? K::tsolve(p.symbolic.get(), f.num.get(), n, static_cast<int>(cols), w, c.get())
+                       : K::solve(p.symbolic.get(), f.num.get(), n, static_cast<int>(cols), w, c.get());
+  if (!done) check_klu_status(c.c, op);
+}
+
+// r = b - op(A) x for `cols` columns; returns the largest normwise backward error
+// ||r||inf / (||op(A)||inf ||x||inf + ||b||inf) over the columns (NaN if any is NaN).
+template <class S>
+double residual(const Pattern& p, const Fact& f, bool transpose, int64_t cols, const S* b,
+                const S* x, S* r) {
   const int64_t n = p.n;
-  if (!ok) {
-    std::fill(w, w + n * cols, nan_value<S>());
+  const S* a = values_of<S>(f);
+  const int32_t* ap = p.ap.data();
+  const int32_t* ai = p.ai.data();
+  const double anorm = transpose ? f.norm_one : f.norm_inf;
+  double worst = 0.0;
+  for (int64_t col = 0; col < cols; ++col) {
+    const S* bc = b + col * n;
+    const S* xc = x + col * n;
+    S* rc = r + col * n;
+    if (!transpose) {
+      std::copy(bc, bc + n, rc);
+      for (int64_t j = 0; j < n; ++j) {
+        const S xj = xc[j];
+        for (int32_t q = ap[j]; q < ap[j + 1]; ++q) rc[ai[q]] -= a[q] * xj;
+      }
+    } else {
+      for (int64_t j = 0; j < n; ++j) {
+        S s = bc[j];
+        for (int32_t q = ap[j]; q < ap[j + 1]; ++q) s -= a[q] * xc[ai[q]];
+        rc[j] = s;
+      }
+    }
+    double rn = 0.0, xn = 0.0, bn = 0.0;
+    bool finite = true;
+    for (int64_t i = 0; i < n; ++i) {
+      const double ri = abs1(rc[i]), xi = abs1(xc[i]);
+      finite &= std::isfinite(ri) && std::isfinite(xi);
+      rn = std::max(rn, ri);
+      xn = std::max(xn, xi);
+      bn = std::max(bn, abs1(bc[i]));
+    }
+    if (!finite) return std::numeric_limits<double>::quiet_NaN();
+    const double den = anorm * xn + bn;
+    const double e = den > 0 ? rn / den : (rn > 0 ? HUGE_VAL : 0.0);
+    worst = std::max(worst, e);
+  }
+  return worst;
+}
+
+// Per-thread scratch of the checked solve.
+template <class S>
+struct SolveWork {
+  std::vector<S> b0, r, prev;
+};
+
+// Solves op(A) x = b in place in w (`cols` columns of length n, b on entry) with f.
+// With o.check it measures each solution's backward error, refines on the same factors
+// while that is above o.target (at most o.refine steps, stopping when a step no longer
+// halves it), and if the target is still missed with a reused pivot order, factors
+// f's values afresh and starts over: a reused order never returns a less accurate answer
+// than a fresh factorization would. A singular member gives NaN.
+template <class S>
+void solve_checked(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Common& c,
+                   const Options& o, SolveWork<S>& ws, const char* op) {
+  const int64_t size = p.n * cols;
+  if (!f.ok) {
+    std::fill(w, w + size, nan_value<S>());
     return;
   }
-  using K = KluTraits<S>;
-  int done = transpose ? K::tsolve(p.symbolic.get(), f.num.get(), static_cast<int>(n),
-                                   static_cast<int>(cols), w, c.get())
-                       : K::solve(p.symbolic.get(), f.num.get(), static_cast<int>(n),
-                                  static_cast<int>(cols), w, c.get());
-  if (!done) check_klu_status(c.c, op);
+  if (!o.check) {
+    klu_solve_cols(p, f, transpose, cols, w, c, op);
+    return;
+  }
+  ws.b0.assign(w, w + size);
+  ws.r.resize(size);
+  for (;;) {
+    klu_solve_cols(p, f, transpose, cols, w, c, op);
+    double berr = residual(p, f, transpose, cols, ws.b0.data(), w, ws.r.data());
+    for (int step = 0; step < o.refine && berr > o.target; ++step) {  // NaN: no refining
+      ws.prev.assign(w, w + size);
+      klu_solve_cols(p, f, transpose, cols, ws.r.data(), c, op);
+      for (int64_t i = 0; i < size; ++i) w[i] += ws.r[i];
+      const double next = residual(p, f, transpose, cols, ws.b0.data(), w, ws.r.data());
+      if (!(next < berr)) {  // no progress (or NaN): keep the previous iterate
+        std::copy(ws.prev.begin(), ws.prev.end(), w);
+        break;
+      }
+      const bool stalled = next > 0.5 * berr;
+      berr = next;
+      if (stalled) break;
+    }
+    if (berr <= o.target || f.fresh) return;
+    // A reused pivot order missed the target: fresh pivots, then solve again.
+    if (!factor_fresh<S>(p, f, c, f.opts, op)) {
+      f.ok = false;
+      std::fill(w, w + size, nan_value<S>());
+      return;
+    }
+    std::copy(ws.b0.begin(), ws.b0.end(), w);
+  }
 }
 
 // The right-hand sides and results of one call, seen per factorization member m: the
@@ -145,12 +290,14 @@ std::string_view values_key(const In* ax, int64_t count) {
 }
 
 // x = A^-1 b (or A^-T b) for every member. `retain` keeps every member's factorization in
-// the cache (keyed by the content of Ax) so that a later call with the same matrix, such
-// as the transposed solve of reverse mode, skips factoring; it is what the JVP rule asks
-// for. Without it, each chunk refactors one numeric object along its members.
+// the cache (keyed by the content of Ax and the factor options) so that a later call with
+// the same matrix, such as the transposed solve of reverse mode, skips factoring; it is
+// what the JVP rule asks for. Without it, each chunk refactors one numeric object along
+// its members. Every solution is checked (solve_checked) whichever way it was made.
 template <class In>
 void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
-                 const BatchShape& s, bool transpose, bool retain, const char* op) {
+                 const BatchShape& s, bool transpose, bool retain, const Options& o,
+                 const char* op) {
   using S = compute_t<In>;
   constexpr bool cplx = KluTraits<S>::is_complex;
   if (s.l == 0 || s.n == 0 || s.nrhs == 0) return;
@@ -165,7 +312,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
   if (retain) {
     key = values_key(ax, s.la * nnz);
     key_hash = hash_sample(key.data(), key.size(), 17);
-    set = cache.take_set(p, cplx, sizeof(In), key, key_hash);
+    set = cache.take_set(p, cplx, sizeof(In), o, key, key_hash);
   }
   const bool hit = set != nullptr;
   if (retain && !hit) {
@@ -178,28 +325,26 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
     }
     set->is_complex = cplx;
     set->elem_size = sizeof(In);
+    set->opts = o;
     set->key.assign(key.data(), key.size());
     set->hash = key_hash;
   }
 
   const double ns_per_member = (hit ? 0.0 : 40.0 * p.nnz_csc()) + 8.0 * p.nnz_csc() * cols;
   parallel_chunks(ex, s.la, max_chunks_for(ns_per_member, s.la), [&](int64_t lo, int64_t hi) {
-    Common c;
-    std::vector<S> vals(hit ? 0 : p.nnz_csc());
+    Common c = make_common(o);
+    SolveWork<S> ws;
     std::vector<S> scratch = rhs.scratch();
     Fact chain = retain ? Fact{} : cache.take_spare(p, cplx);
     for (int64_t m = lo; m < hi; ++m) {
       S* w = rhs.load(m, scratch);
-      if (hit) {
-        Fact& f = set->members[m];
-        solve_in_place(p, f, f.ok, transpose, cols, w, c, op);
-      } else {
-        p.scatter(ax + m * nnz, vals.data());
-        if (retain && !set->members[m].num) set->members[m] = cache.take_spare(p, cplx);
-        Fact& f = retain ? set->members[m] : chain;
-        bool ok = factorize(p, vals.data(), f, c, op);
-        solve_in_place(p, f, ok, transpose, cols, w, c, op);
+      if (retain && !hit && !set->members[m].num) set->members[m] = cache.take_spare(p, cplx);
+      Fact& f = retain ? set->members[m] : chain;
+      if (!hit) {
+        load_values(p, ax + m * nnz, f);
+        factorize<S>(p, f, c, o, op);
       }
+      solve_checked(p, f, transpose, cols, w, c, o, ws, op);
       rhs.store(m, w);
     }
     cache.put_spare(p, cplx, std::move(chain));
@@ -207,7 +352,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
 
   if (retain) {
     set->bytes = sizeof(NumericSet) + set->key.capacity();
-    for (auto& f : set->members) set->bytes += f.bytes;
+    for (auto& f : set->members) set->bytes += f.total_bytes();
     cache.put_set(p, std::move(set));
   }
 }

@@ -7,6 +7,7 @@
 #include <new>
 #include <string>
 
+#include "diagnostics.hpp"
 #include "driver.hpp"
 #include "split.hpp"
 #include "xla/ffi/api/ffi.h"
@@ -71,6 +72,9 @@ BatchShape rhs_shape(const char* op, int64_t la, const B& b, const X& x) {
 // Buffer types shared by the bindings, and the prefix every pattern-taking op binds.
 using Index = ffi::Buffer<ffi::S32, 1>;  // Ai or Aj (n_nz,)
 using Handles = ffi::Buffer<ffi::U64>;   // symbolic () or numeric (n,) handles
+using OptionsAttr = ffi::Span<const double>;  // klujax.KLUOptions, see options.hpp
+
+Options options(OptionsAttr a, const char* op) { return Options::decode(a.begin(), a.size(), op); }
 
 auto PatternBinding() { return ffi::Ffi::Bind().Arg<Index>().Arg<Index>(); }
 
@@ -80,14 +84,15 @@ template <ffi::DataType DT>
 ffi::Error SolveImpl(ffi::Buffer<ffi::S32, 1> ai,
                      ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT> ax, ffi::Buffer<DT> b,
                      ffi::RemainingArgs /*dependency: ordering only*/,
-                     ffi::ResultBuffer<DT> x, bool transpose, bool retain) {
+                     ffi::ResultBuffer<DT> x, bool transpose, bool retain, OptionsAttr opts) {
   constexpr const char* op = "klujax.solve";
   return guarded(op, [&] {
+    const Options o = options(opts, op);
     BatchShape s = batch_shape(op, ai.element_count(), aj.element_count(), ax, b, *x);
     auto p = Cache::instance().pattern(ai.typed_data(), aj.typed_data(), ai.element_count(),
-                                       static_cast<int32_t>(s.n), op);
-    solve_batch(&WorkerPool::instance(), *p, ax.typed_data(), b.typed_data(), x->typed_data(), s, transpose, retain,
-                op);
+                                       static_cast<int32_t>(s.n), o, op);
+    solve_batch(&WorkerPool::instance(), *p, ax.typed_data(), b.typed_data(), x->typed_data(),
+                s, transpose, retain, o, op);
   });
 }
 
@@ -99,7 +104,8 @@ auto SolveBinding() {
       .RemainingArgs()                           // dependency (ordering only)
       .template Ret<ffi::Buffer<DT>>()           // x (l, n, nrhs), rows minor
       .template Attr<bool>("transpose")
-      .template Attr<bool>("retain");
+      .template Attr<bool>("retain")
+      .template Attr<OptionsAttr>("options");
 }
 
 //== dot ==//
@@ -134,13 +140,14 @@ std::shared_ptr<Pattern> symbolic_pattern(ffi::Buffer<ffi::U64> sym, const char*
 }
 
 ffi::Error AnalyzeImpl(ffi::Buffer<ffi::S32, 1> ai, ffi::Buffer<ffi::S32, 1> aj,
-                       ffi::ResultBuffer<ffi::U64> out, int64_t n_col) {
+                       ffi::ResultBuffer<ffi::U64> out, int64_t n_col, OptionsAttr opts) {
   constexpr const char* op = "klujax.analyze";
   return guarded(op, [&] {
+    const Options o = options(opts, op);
     if (ai.element_count() != aj.element_count()) shape_error(op, "Ai and Aj differ in length");
     if (n_col < 0 || n_col > INT32_MAX) shape_error(op, "n_col must be in [0, 2^31)");
     auto p = Cache::instance().pattern(ai.typed_data(), aj.typed_data(), ai.element_count(),
-                                       static_cast<int32_t>(n_col), op);
+                                       static_cast<int32_t>(n_col), o, op);
     out->typed_data()[0] = Registry::instance().add_symbolic(std::move(p));
   });
 }
@@ -148,14 +155,16 @@ ffi::Error AnalyzeImpl(ffi::Buffer<ffi::S32, 1> ai, ffi::Buffer<ffi::S32, 1> aj,
 template <ffi::DataType DT>
 ffi::Error FactorImpl(ffi::Buffer<ffi::S32, 1> ai,
                       ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT, 2> ax,
-                      ffi::Buffer<ffi::U64> sym, ffi::ResultBuffer<ffi::U64> out) {
+                      ffi::Buffer<ffi::U64> sym, ffi::ResultBuffer<ffi::U64> out,
+                      OptionsAttr opts) {
   constexpr const char* op = "klujax.factor";
   return guarded(op, [&] {
+    const Options o = options(opts, op);
     auto p = symbolic_pattern(sym, op);
     const int64_t la = ax.dimensions()[0];
     check_same_pattern(*p, ai.typed_data(), aj.typed_data(), ai.element_count(), p->n, op);
     if (ax.dimensions()[1] != static_cast<int64_t>(ai.element_count())) shape_error(op, "Ax and Ai differ in n_nz");
-    NumericObjs objs = factor_new(&WorkerPool::instance(), p, ax.typed_data(), la, op);
+    NumericObjs objs = factor_new(&WorkerPool::instance(), p, ax.typed_data(), la, o, op);
     for (int64_t m = 0; m < la; ++m)
       out->typed_data()[m] = Registry::instance().add_numeric(std::move(objs[m]));
   });
@@ -166,9 +175,10 @@ ffi::Error RefactorImpl(ffi::Buffer<ffi::S32, 1> ai,
                         ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT, 2> ax,
                         ffi::Buffer<ffi::U64> num, ffi::Buffer<ffi::U64> sym,
                         ffi::RemainingArgs /*dependency: ordering only*/,
-                        ffi::ResultBuffer<ffi::U64> out) {
+                        ffi::ResultBuffer<ffi::U64> out, OptionsAttr opts) {
   constexpr const char* op = "klujax.refactor";
   return guarded(op, [&] {
+    const Options o = options(opts, op);
     using S = compute_t<ffi::NativeType<DT>>;
     auto p = symbolic_pattern(sym, op);
     const int64_t la = ax.dimensions()[0], ln = num.element_count();
@@ -178,7 +188,7 @@ ffi::Error RefactorImpl(ffi::Buffer<ffi::S32, 1> ai,
       shape_error(op, "Ax has " + std::to_string(la) + " batch members but numeric has " +
                           std::to_string(ln) + " handles");
     NumericObjs objs = lookup_numerics(num.typed_data(), ln, *p, KluTraits<S>::is_complex, op);
-    if (p->n > 0) factor_into(&WorkerPool::instance(), *p, ax.typed_data(), la, objs, op);
+    if (p->n > 0) factor_into(&WorkerPool::instance(), ax.typed_data(), la, objs, o, op);
     // The same ids, as a new value: later uses consume it, which orders them after this.
     std::copy(num.typed_data(), num.typed_data() + ln, out->typed_data());
   });
@@ -189,23 +199,26 @@ ffi::Error SolveWithSymbolImpl(ffi::Buffer<ffi::S32, 1> ai,
                                ffi::Buffer<ffi::S32, 1> aj, ffi::Buffer<DT> ax,
                                ffi::Buffer<DT> b, ffi::Buffer<ffi::U64> sym,
                                ffi::RemainingArgs /*dependency: ordering only*/,
-                               ffi::ResultBuffer<DT> x, bool transpose, bool retain) {
+                               ffi::ResultBuffer<DT> x, bool transpose, bool retain,
+                               OptionsAttr opts) {
   constexpr const char* op = "klujax.solve_with_symbol";
   return guarded(op, [&] {
+    const Options o = options(opts, op);
     BatchShape s = batch_shape(op, ai.element_count(), aj.element_count(), ax, b, *x);
     auto p = symbolic_pattern(sym, op);
     check_same_pattern(*p, ai.typed_data(), aj.typed_data(), ai.element_count(), s.n, op);
-    solve_batch(&WorkerPool::instance(), *p, ax.typed_data(), b.typed_data(), x->typed_data(), s, transpose, retain,
-                op);
+    solve_batch(&WorkerPool::instance(), *p, ax.typed_data(), b.typed_data(), x->typed_data(),
+                s, transpose, retain, o, op);
   });
 }
 
 template <ffi::DataType DT>
 ffi::Error SolveWithNumericImpl(ffi::Buffer<ffi::U64> num,
                                 ffi::Buffer<DT> b, ffi::Buffer<ffi::U64> sym,
-                                ffi::ResultBuffer<DT> x, bool transpose) {
+                                ffi::ResultBuffer<DT> x, bool transpose, OptionsAttr opts) {
   constexpr const char* op = "klujax.solve_with_numeric";
   return guarded(op, [&] {
+    const Options o = options(opts, op);
     using S = compute_t<ffi::NativeType<DT>>;
     BatchShape s = rhs_shape(op, num.element_count(), b, *x);
     auto p = symbolic_pattern(sym, op);
@@ -214,7 +227,8 @@ ffi::Error SolveWithNumericImpl(ffi::Buffer<ffi::U64> num,
                       "n_col=" + std::to_string(p->n));
     NumericObjs objs =
         lookup_numerics(num.typed_data(), s.la, *p, KluTraits<S>::is_complex, op);
-    solve_with_numerics(&WorkerPool::instance(), *p, objs, b.typed_data(), x->typed_data(), s, transpose, op);
+    solve_with_numerics(&WorkerPool::instance(), objs, b.typed_data(), x->typed_data(), s,
+                        transpose, o, op);
   });
 }
 
@@ -232,7 +246,11 @@ ffi::Error FreeImpl(ffi::Buffer<ffi::U64> h, ffi::RemainingArgs /*dependency: or
 
 template <ffi::DataType DT>
 auto FactorBinding() {  // Ai, Aj, Ax (la, nnz), symbolic -> numeric (la,)
-  return PatternBinding().template Arg<ffi::Buffer<DT, 2>>().template Arg<Handles>().template Ret<Handles>();
+  return PatternBinding()
+      .template Arg<ffi::Buffer<DT, 2>>()
+      .template Arg<Handles>()
+      .template Ret<Handles>()
+      .template Attr<OptionsAttr>("options");
 }
 
 template <ffi::DataType DT>
@@ -242,7 +260,8 @@ auto RefactorBinding() {  // Ai, Aj, Ax, numeric, symbolic, dependency... -> num
       .template Arg<Handles>()
       .template Arg<Handles>()
       .RemainingArgs()
-      .template Ret<Handles>();
+      .template Ret<Handles>()
+      .template Attr<OptionsAttr>("options");
 }
 
 template <ffi::DataType DT>
@@ -254,22 +273,102 @@ auto SolveWithSymbolBinding() {  // Ai, Aj, Ax, b, symbolic -> x
       .RemainingArgs()
       .template Ret<ffi::Buffer<DT>>()
       .template Attr<bool>("transpose")
-      .template Attr<bool>("retain");
+      .template Attr<bool>("retain")
+      .template Attr<OptionsAttr>("options");
 }
 
 template <ffi::DataType DT>
 auto SolveWithNumericBinding() {  // numeric, b, symbolic -> x
   return ffi::Ffi::Bind()
-      
       .template Arg<Handles>()
       .template Arg<ffi::Buffer<DT>>()
       .template Arg<Handles>()
       .template Ret<ffi::Buffer<DT>>()
-      .template Attr<bool>("transpose");
+      .template Attr<bool>("transpose")
+      .template Attr<OptionsAttr>("options");
 }
 
 auto AnalyzeBinding() {  // Ai, Aj -> symbolic
-  return ffi::Ffi::Bind().Arg<Index>().Arg<Index>().Ret<Handles>().Attr<int64_t>("n_col");
+  return PatternBinding().Ret<Handles>().Attr<int64_t>("n_col").Attr<OptionsAttr>("options");
+}
+
+//== diagnostics ==//
+
+// The pattern of a diagnostics call: Ai/Aj validated against n_col, from the cache.
+std::shared_ptr<Pattern> pattern_for(const Index& ai, const Index& aj, int64_t n_col,
+                                     const Options& o, const char* op) {
+  if (ai.element_count() != aj.element_count()) shape_error(op, "Ai and Aj differ in length");
+  if (n_col < 0 || n_col > INT32_MAX) shape_error(op, "n_col must be in [0, 2^31)");
+  return Cache::instance().pattern(ai.typed_data(), aj.typed_data(), ai.element_count(),
+                                   static_cast<int32_t>(n_col), o, op);
+}
+
+template <ffi::DataType DT>
+ffi::Error DiagnoseImpl(Index ai, Index aj, ffi::Buffer<DT, 2> ax, ffi::ResultBuffer<DT, 2> out,
+                        int64_t n_col, int64_t what, OptionsAttr opts) {
+  constexpr const char* op = "klujax.diagnostics";
+  return guarded(op, [&] {
+    const Options o = options(opts, op);
+    if (what < 0 || what > 2) shape_error(op, "unknown diagnostic");
+    auto p = pattern_for(ai, aj, n_col, o, op);
+    diagnose_batch(&WorkerPool::instance(), *p, ax.typed_data(), ax.dimensions()[0],
+                   static_cast<Diag>(what), o, out->typed_data(), op);
+  });
+}
+
+template <ffi::DataType DT>
+auto DiagnoseBinding() {  // Ai, Aj, Ax (la, nnz) -> (la, 2)
+  return PatternBinding()
+      .template Arg<ffi::Buffer<DT, 2>>()
+      .template Ret<ffi::Buffer<DT, 2>>()
+      .template Attr<int64_t>("n_col")
+      .template Attr<int64_t>("what")
+      .template Attr<OptionsAttr>("options");
+}
+
+// rcond / condest of existing numeric objects (their current factorization).
+template <ffi::DataType DT>
+ffi::Error DiagnoseNumericImpl(Handles num, ffi::ResultBuffer<DT, 2> out, int64_t what) {
+  constexpr const char* op = "klujax.diagnostics";
+  return guarded(op, [&] {
+    if (what != static_cast<int64_t>(Diag::kRcond) && what != static_cast<int64_t>(Diag::kCondest))
+      shape_error(op, "only rcond and condest are available for a numeric handle");
+    auto* res = out->typed_data();
+    for (size_t m = 0; m < num.element_count(); ++m) {
+      auto obj = Registry::instance().numeric(num.typed_data()[m], op, "numeric");
+      const Diag d = static_cast<Diag>(what);
+      const double v = obj->is_complex ? numeric_diagnostic<cplx>(*obj, d, op)
+                                       : numeric_diagnostic<double>(*obj, d, op);
+      res[2 * m] = static_cast<ffi::NativeType<DT>>(v);
+      res[2 * m + 1] = 0;
+    }
+  });
+}
+
+template <ffi::DataType DT>
+auto DiagnoseNumericBinding() {  // numeric (ln,) -> (ln, 2)
+  return ffi::Ffi::Bind().Arg<Handles>().template Ret<ffi::Buffer<DT, 2>>().template Attr<int64_t>("what");
+}
+
+template <ffi::DataType DT>
+ffi::Error InverseEntriesImpl(Index ai, Index aj, ffi::Buffer<DT, 2> ax,
+                              ffi::ResultBuffer<DT, 2> g, int64_t n_col, OptionsAttr opts) {
+  constexpr const char* op = "klujax.slogdet";
+  return guarded(op, [&] {
+    const Options o = options(opts, op);
+    auto p = pattern_for(ai, aj, n_col, o, op);
+    inverse_entries_batch(&WorkerPool::instance(), *p, ax.typed_data(), ax.dimensions()[0], o,
+                          g->typed_data(), op);
+  });
+}
+
+template <ffi::DataType DT>
+auto InverseEntriesBinding() {  // Ai, Aj, Ax (la, nnz) -> (la, nnz)
+  return PatternBinding()
+      .template Arg<ffi::Buffer<DT, 2>>()
+      .template Ret<ffi::Buffer<DT, 2>>()
+      .template Attr<int64_t>("n_col")
+      .template Attr<OptionsAttr>("options");
 }
 
 auto FreeBinding() {  // handles, dependency... -> count
@@ -285,7 +384,10 @@ auto FreeBinding() {  // handles, dependency... -> count
 #define KLUJAX_OPS(X) KLUJAX_DTYPES(X, solve, Solve) KLUJAX_DTYPES(X, dot, Dot) \
   KLUJAX_DTYPES(X, factor, Factor) KLUJAX_DTYPES(X, refactor, Refactor)        \
   KLUJAX_DTYPES(X, solve_with_symbol, SolveWithSymbol)                        \
-  KLUJAX_DTYPES(X, solve_with_numeric, SolveWithNumeric)
+  KLUJAX_DTYPES(X, solve_with_numeric, SolveWithNumeric)                      \
+  KLUJAX_DTYPES(X, diagnostics, Diagnose)                                     \
+  KLUJAX_DTYPES(X, diagnostics_numeric, DiagnoseNumeric)                      \
+  KLUJAX_DTYPES(X, inverse_entries, InverseEntries)
 
 #define KLUJAX_DEFINE(op, Op, sfx, DT) \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_##op##_##sfx, Op##Impl<ffi::DT>, Op##Binding<ffi::DT>());

@@ -35,6 +35,9 @@ struct KluTraits<double> {
   static int rcond(klu_symbolic* s, klu_numeric* n, klu_common* c) {
     return klu_rcond(s, n, c);
   }
+  static int condest(int* ap, double* ax, klu_symbolic* s, klu_numeric* n, klu_common* c) {
+    return klu_condest(ap, ax, s, n, c);
+  }
 };
 
 template <>
@@ -60,6 +63,9 @@ struct KluTraits<cplx> {
   }
   static int rcond(klu_symbolic* s, klu_numeric* n, klu_common* c) {
     return klu_z_rcond(s, n, c);
+  }
+  static int condest(int* ap, cplx* ax, klu_symbolic* s, klu_numeric* n, klu_common* c) {
+    return klu_z_condest(ap, raw(ax), s, n, c);
   }
 };
 

@@ -1,4 +1,6 @@
 // The Python extension: FFI handler capsules and cache controls. No numerics here.
+#include <pybind11/complex.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -6,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "diagnostics.hpp"
 #include "handlers.hpp"
 #include "handles.hpp"
 #include "pattern.hpp"
@@ -19,6 +22,39 @@ py::capsule encapsulate(T* fn) {
   static_assert(std::is_invocable_r_v<XLA_FFI_Error*, T, XLA_FFI_CallFrame*>,
                 "an FFI handler must have the signature XLA_FFI_Error*(XLA_FFI_CallFrame*)");
   return py::capsule(reinterpret_cast<void*>(fn));
+}
+
+template <class T>
+py::array_t<T> to_numpy(const std::vector<T>& v) {
+  return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+using Ints = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using Opts = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+template <class S>
+py::dict lu(Ints ai, Ints aj, py::array_t<S, py::array::c_style | py::array::forcecast> ax,
+            int64_t n, Opts opts) {
+  if (ai.size() != aj.size() || ai.size() != ax.size())
+    throw klujax::InvalidArgument("klujax.lu: Ai, Aj and Ax differ in length");
+  if (n < 0 || n > INT32_MAX) throw klujax::InvalidArgument("klujax.lu: n_col must be in [0, 2^31)");
+  const klujax::Options o = klujax::Options::decode(opts.data(), opts.size(), "klujax.lu");
+  klujax::LUFactors f;
+  {
+    py::gil_scoped_release release;
+    f = klujax::lu_factors<S>(ai.data(), aj.data(), ai.size(), static_cast<int32_t>(n),
+                              ax.data(), o);
+  }
+  if (f.n == 0 && n == 0) {
+    f.Lp = f.Up = f.Fp = {0};
+    f.R = {0};
+  }
+  py::dict d;
+  d["Lp"] = to_numpy(f.Lp); d["Li"] = to_numpy(f.Li); d["Lx"] = to_numpy(f.Lx);
+  d["Up"] = to_numpy(f.Up); d["Ui"] = to_numpy(f.Ui); d["Ux"] = to_numpy(f.Ux);
+  d["Fp"] = to_numpy(f.Fp); d["Fi"] = to_numpy(f.Fi); d["Fx"] = to_numpy(f.Fx);
+  d["P"] = to_numpy(f.P); d["Q"] = to_numpy(f.Q); d["Rs"] = to_numpy(f.Rs); d["R"] = to_numpy(f.R);
+  return d;
 }
 }  // namespace
 
@@ -58,6 +94,11 @@ PYBIND11_MODULE(_klujax, m) {
     for (uint64_t id : ids) freed += kind == "numeric" ? reg.free_numeric(id) : reg.free_symbolic(id);
     return freed;
   });
+  py::register_exception<klujax::InvalidArgument>(m, "InvalidArgument", PyExc_ValueError);
+  // Real values first: pybind tries overloads in order, and complex never converts to real.
+  m.def("lu", &lu<double>, py::arg("ai"), py::arg("aj"), py::arg("ax").noconvert(), py::arg("n"),
+        py::arg("options"));
+  m.def("lu", &lu<std::complex<double>>);
   m.def("clear_cache", [] { klujax::Cache::instance().clear(); });
   m.def("set_cache_limit", [](int64_t bytes) { klujax::Cache::instance().set_limit(bytes); });
   m.attr("klu_version") = py::str(std::to_string(KLU_MAIN_VERSION) + "." +

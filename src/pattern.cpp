@@ -16,7 +16,7 @@ constexpr size_t kMaxSetsPerPattern = 8;
 constexpr size_t kMaxSparesPerKind = 4;
 constexpr int64_t kDefaultLimitMiB = 256;
 
-int64_t fact_bytes(const Fact& f) { return static_cast<int64_t>(f.bytes); }
+int64_t fact_bytes(const Fact& f) { return static_cast<int64_t>(f.total_bytes()); }
 }  // namespace
 
 void validate_indices(const int32_t* idx, int64_t nnz, int64_t n, const char* op,
@@ -68,13 +68,22 @@ static uint64_t pattern_hash(const int32_t* ai, const int32_t* aj, int64_t nnz, 
   return hash_sample(aj, sizeof(int32_t) * nnz, h);
 }
 
+bool same_indices(const Pattern& p, const int32_t* ai, const int32_t* aj, int64_t nnz,
+                  int64_t n) {
+  const size_t sz = sizeof(int32_t) * nnz;
+  return p.n == n && p.nnz == nnz &&
+         (nnz == 0 || (std::memcmp(p.key_i.data(), ai, sz) == 0 &&
+                       std::memcmp(p.key_j.data(), aj, sz) == 0));
+}
+
 std::shared_ptr<Pattern> build_pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,
-                                       int32_t n, const char* op) {
+                                       int32_t n, const Options& opts, const char* op) {
   validate_indices(ai, nnz, n, op, "Ai");
   validate_indices(aj, nnz, n, op, "Aj");
   if (nnz > INT32_MAX) throw InvalidArgument(std::string(op) + ": more than 2^31-1 nonzeros");
   auto p = std::make_shared<Pattern>();
   p->n = n;
+  p->opts = opts;
   p->nnz = nnz;
   p->key_i.assign(ai, ai + nnz);
   p->key_j.assign(aj, aj + nnz);
@@ -111,7 +120,7 @@ std::shared_ptr<Pattern> build_pattern(const int32_t* ai, const int32_t* aj, int
   p->ai.shrink_to_fit();
 
   if (n > 0 && !p->ai.empty()) {  // KLU rejects an empty matrix; it is singular anyway
-    Common c;
+    Common c = make_common(opts);
     p->symbolic.reset(klu_analyze(n, p->ap.data(), p->ai.data(), c.get()));
     if (!p->symbolic) {
       check_klu_status(c.c, op);
@@ -179,13 +188,10 @@ Cache::Cache() {
 }
 
 std::shared_ptr<Pattern> Cache::pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,
-                                        int32_t n, const char* op) {
+                                        int32_t n, const Options& opts, const char* op) {
   const uint64_t h = pattern_hash(ai, aj, nnz, n);
-  const size_t sz = sizeof(int32_t) * nnz;
   auto matches = [&](const Pattern& p) {
-    return p.hash == h && p.n == n && p.nnz == nnz &&
-           (nnz == 0 || (std::memcmp(p.key_i.data(), ai, sz) == 0 &&
-                         std::memcmp(p.key_j.data(), aj, sz) == 0));
+    return p.hash == h && p.opts.same_analysis(opts) && same_indices(p, ai, aj, nnz, n);
   };
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -199,35 +205,43 @@ std::shared_ptr<Pattern> Cache::pattern(const int32_t* ai, const int32_t* aj, in
     for (auto& p : pinned_) {
       if (matches(*p)) {
         ++pattern_hits_;
+        admit_locked(p);  // evicted (clear_cache, limit) while pinned: cache it again
         return p;
       }
     }
     ++pattern_misses_;
   }
   // Analyse outside the lock; a thread that raced us on the same pattern wins.
-  std::shared_ptr<Pattern> built = build_pattern(ai, aj, nnz, n, op);
+  std::shared_ptr<Pattern> built = build_pattern(ai, aj, nnz, n, opts, op);
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& p : patterns_)
     if (matches(*p)) return p;
   for (auto& p : pinned_)
-    if (matches(*p)) return p;
-  if (limit_ > 0) {
-    built->cached = true;
-    used_ += built->bytes;
-    patterns_.push_front(built);
-    enforce_limit_locked();
-  }
+    if (matches(*p)) {
+      admit_locked(p);
+      return p;
+    }
+  admit_locked(built);
   return built;
 }
 
+void Cache::admit_locked(const std::shared_ptr<Pattern>& p) {
+  if (p->cached || limit_ <= 0) return;
+  p->cached = true;
+  used_ += p->bytes;
+  patterns_.push_front(p);
+  enforce_limit_locked();
+}
+
 std::unique_ptr<NumericSet> Cache::take_set(Pattern& p, bool is_complex, size_t elem_size,
-                                            std::string_view key, uint64_t hash) {
+                                            const Options& opts, std::string_view key,
+                                            uint64_t hash) {
   // `key` may point straight at the caller's buffer: compared here, copied by no one.
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = p.sets.begin(); it != p.sets.end(); ++it) {
     NumericSet& s = **it;
     if (s.is_complex == is_complex && s.elem_size == elem_size && s.hash == hash &&
-        s.key == key) {
+        s.opts.same_factor(opts) && s.key == key) {
       std::unique_ptr<NumericSet> out = std::move(*it);
       p.sets.erase(it);
       if (p.cached) used_ -= out->bytes;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "klu_raii.hpp"
+#include "options.hpp"
 
 namespace klujax {
 
@@ -25,17 +26,26 @@ uint64_t hash_bytes(const void* data, size_t size, uint64_t seed);
 // A hash of a sample of the buffer: only ever a pre-filter before a full comparison.
 uint64_t hash_sample(const void* data, size_t size, uint64_t seed);
 
-// One factorization and the quality reference its refactorizations are checked against.
+// One factorization, the values it was made from (the residuals of the accuracy check and
+// a fresh refactorization need them), and the quality reference its refactorizations are
+// checked against.
 struct Fact {
   NumericPtr num;           // may be null (never factored, or singular from the start)
   double ref_rcond = 0.0;   // klu_rcond of the last fresh klu_factor (+inf: trust no refactor)
-  size_t bytes = 0;
+  size_t bytes = 0;         // of the KLU numeric object
   bool ok = false;          // the last (re)factorization succeeded: num holds these values
+  bool fresh = false;       // num came from klu_factor of these values (pivots not reused)
+  Options opts;             // tol and scale num was factored with
+  std::vector<double> vals; // CSC values (complex: interleaved re, im), duplicates summed
+  double norm_inf = 0.0;    // ||A||inf (max row sum of |a_ij|) and ||A||1 (max column sum),
+  double norm_one = 0.0;    // |re|+|im| for complex entries
+  size_t total_bytes() const { return bytes + sizeof(double) * vals.capacity(); }
 };
 
 // Factorizations of one block of values (all members of a batched Ax), keyed by content.
 struct NumericSet {
   bool is_complex = false;
+  Options opts;          // factor options (tol, scale) the members were made with
   size_t elem_size = 0;  // bytes per value of the input dtype (f32 and f64 blocks differ)
   std::string key;       // raw bytes of the Ax block
   uint64_t hash = 0;
@@ -45,6 +55,7 @@ struct NumericSet {
 
 struct Pattern {
   int32_t n = 0;
+  Options opts;                      // analysis options (ordering, btf): part of the key
   int64_t nnz = 0;                   // COO entries as given (duplicates included)
   std::vector<int32_t> key_i, key_j; // the COO indices: the cache key
   std::vector<int32_t> ap, ai;       // CSC of the unique entries, rows ascending
@@ -74,7 +85,13 @@ struct Pattern {
 
 // Validates the indices, builds the CSC form and runs klu_analyze.
 std::shared_ptr<Pattern> build_pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,
-                                       int32_t n, const char* op);
+                                       int32_t n, const Options& opts, const char* op);
+
+// Whether p was built from exactly these indices (its analysis options aside).
+bool same_indices(const Pattern& p, const int32_t* ai, const int32_t* aj, int64_t nnz, int64_t n);
+inline bool same_indices(const Pattern& p, const Pattern& q) {
+  return &p == &q || same_indices(p, q.key_i.data(), q.key_j.data(), q.nnz, q.n);
+}
 
 struct CacheInfo {
   int64_t patterns, numeric_sets, spares, bytes, limit_bytes;
@@ -85,12 +102,14 @@ class Cache {
  public:
   static Cache& instance();
 
-  // The pattern with exactly these indices, from the cache or freshly built.
+  // The pattern with exactly these indices and analysis options, from the cache or
+  // freshly built.
   std::shared_ptr<Pattern> pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,
-                                   int32_t n, const char* op);
-  // Removes and returns the factorizations of exactly `key`, or null.
+                                   int32_t n, const Options& opts, const char* op);
+  // Removes and returns the factorizations of exactly `key` made with the factor options
+  // of `opts`, or null.
   std::unique_ptr<NumericSet> take_set(Pattern& p, bool is_complex, size_t elem_size,
-                                       std::string_view key, uint64_t hash);
+                                       const Options& opts, std::string_view key, uint64_t hash);
   void put_set(Pattern& p, std::unique_ptr<NumericSet> set);
   // The oldest kept set of `members` factorizations, if the pattern keeps at least two
   // (the newest always stays): its objects are refactored for new values, not rebuilt.
@@ -99,8 +118,9 @@ class Cache {
   Fact take_spare(Pattern& p, bool is_complex);
   void put_spare(Pattern& p, bool is_complex, Fact f);
 
-  // Symbolic handles pin their pattern: lookups find it even after eviction, so every
-  // analyze() of one pattern yields the same Pattern object while a handle is live.
+  // Symbolic handles pin their pattern: lookups find it even after eviction (and put it
+  // back in the cache), so every analyze() of one pattern yields the same Pattern object
+  // while a handle is live.
   void pin(const std::shared_ptr<Pattern>& p);
   void unpin(Pattern& p);
 
@@ -111,6 +131,7 @@ class Cache {
  private:
   Cache();
   void enforce_limit_locked();
+  void admit_locked(const std::shared_ptr<Pattern>& p);
   void drop_pattern_locked(Pattern& p);
 
   std::mutex mu_;

@@ -1,5 +1,8 @@
 // Driver functions of the split API (analyze -> factor/refactor -> solve with handles).
-// They reuse the batched driver's pieces: factorize(), solve_in_place(), RhsBlocks.
+// They reuse the batched driver's pieces: load_values(), factorize(), solve_checked(),
+// RhsBlocks. A numeric object always solves with the pattern (and symbolic analysis) it
+// was factored with; the symbolic handle a call passes must be of the same indices, but
+// may be another handle, or another analysis object of the same pattern.
 #pragma once
 
 #include <cstring>
@@ -16,9 +19,7 @@ using NumericObjs = std::vector<std::shared_ptr<NumericObj>>;
 // Ai/Aj passed next to a symbolic handle must be the pattern it was analysed from.
 inline void check_same_pattern(const Pattern& p, const int32_t* ai, const int32_t* aj,
                                int64_t nnz, int64_t n, const char* op) {
-  const size_t sz = sizeof(int32_t) * nnz;
-  if (p.n != n || p.nnz != nnz ||
-      (nnz && (std::memcmp(p.key_i.data(), ai, sz) || std::memcmp(p.key_j.data(), aj, sz))))
+  if (!same_indices(p, ai, aj, nnz, n))
     throw InvalidArgument(
         std::string(op) + ": Ai/Aj/n_col are not the pattern the symbolic handle was analysed " +
         (p.n == n && p.nnz == nnz
@@ -34,9 +35,10 @@ inline NumericObjs lookup_numerics(const uint64_t* ids, int64_t count, const Pat
   Registry& reg = Registry::instance();
   for (int64_t m = 0; m < count; ++m) {
     out[m] = reg.numeric(ids[m], op, "numeric");
-    if (out[m]->pattern.get() != &p)
+    if (!same_indices(*out[m]->pattern, p))
       throw InvalidArgument(std::string(op) + ": numeric handle " + std::to_string(ids[m]) +
-                            " was factored for another symbolic analysis");
+                            " was factored for another sparsity pattern than the symbolic "
+                            "handle's");
     if (out[m]->is_complex != is_complex)
       throw InvalidArgument(std::string(op) + ": numeric handle " + std::to_string(ids[m]) +
                             " holds a " + (out[m]->is_complex ? "complex" : "real") +
@@ -48,52 +50,58 @@ inline NumericObjs lookup_numerics(const uint64_t* ids, int64_t count, const Pat
 
 // (Re)factors member m of ax (member 0 when la == 1) into objs[m], in parallel.
 template <class In>
-void factor_into(Executor* ex, Pattern& p, const In* ax, int64_t la, const NumericObjs& objs,
-                 const char* op) {
+void factor_into(Executor* ex, const In* ax, int64_t la, const NumericObjs& objs,
+                 const Options& o, const char* op) {
   using S = compute_t<In>;
   const int64_t count = static_cast<int64_t>(objs.size());
-  parallel_chunks(ex, count, max_chunks_for(40.0 * p.nnz_csc(), count),
-                  [&](int64_t lo, int64_t hi) {
-                    Common c;
-                    std::vector<S> vals(p.nnz_csc());
-                    for (int64_t m = lo; m < hi; ++m) {
-                      NumericObj& o = *objs[m];
-                      std::lock_guard<std::mutex> lock(o.mu);
-                      p.scatter(ax + (la == 1 ? 0 : m) * p.nnz, vals.data());
-                      factorize(p, vals.data(), o.fact, c, op);
-                    }
-                  });
+  if (count == 0) return;
+  const double nnz = static_cast<double>(objs[0]->pattern->nnz_csc());
+  parallel_chunks(ex, count, max_chunks_for(40.0 * nnz, count), [&](int64_t lo, int64_t hi) {
+    Common c = make_common(o);
+    for (int64_t m = lo; m < hi; ++m) {
+      NumericObj& obj = *objs[m];
+      Pattern& p = *obj.pattern;
+      std::lock_guard<std::mutex> lock(obj.mu);
+      load_values(p, ax + (la == 1 ? 0 : m) * p.nnz, obj.fact);
+      factorize<S>(p, obj.fact, c, o, op);
+    }
+  });
 }
 
 template <class In>
 NumericObjs factor_new(Executor* ex, const std::shared_ptr<Pattern>& p, const In* ax,
-                       int64_t la, const char* op) {
+                       int64_t la, const Options& o, const char* op) {
   NumericObjs objs(la);
-  for (auto& o : objs) {
-    o = std::make_shared<NumericObj>();
-    o->pattern = p;
-    o->is_complex = KluTraits<compute_t<In>>::is_complex;
+  for (auto& obj : objs) {
+    obj = std::make_shared<NumericObj>();
+    obj->pattern = p;
+    obj->is_complex = KluTraits<compute_t<In>>::is_complex;
   }
-  if (p->n > 0) factor_into(ex, *p, ax, la, objs, op);
+  if (p->n > 0) factor_into(ex, ax, la, objs, o, op);
   return objs;
 }
 
+// Solves with existing factorizations; `o` gives the accuracy check (check, refine,
+// target). A refactored object that misses the target is factored afresh (from the
+// values it keeps, with its own tol and scale), under its lock.
 template <class In>
-void solve_with_numerics(Executor* ex, Pattern& p, const NumericObjs& objs, const In* b, In* x,
-                         const BatchShape& s, bool transpose, const char* op) {
+void solve_with_numerics(Executor* ex, const NumericObjs& objs, const In* b, In* x,
+                         const BatchShape& s, bool transpose, const Options& o, const char* op) {
   using S = compute_t<In>;
   if (s.l == 0 || s.n == 0 || s.nrhs == 0) return;
   const RhsBlocks<In> rhs(b, x, s);
-  parallel_chunks(ex, s.la, max_chunks_for(8.0 * p.nnz_csc() * rhs.cols(), s.la),
+  const double nnz = static_cast<double>(objs[0]->pattern->nnz_csc());
+  parallel_chunks(ex, s.la, max_chunks_for(8.0 * nnz * rhs.cols(), s.la),
                   [&](int64_t lo, int64_t hi) {
-                    Common c;
+                    SolveWork<S> ws;
                     std::vector<S> scratch = rhs.scratch();
                     for (int64_t m = lo; m < hi; ++m) {
-                      NumericObj& o = *objs[m];
+                      NumericObj& obj = *objs[m];
                       S* w = rhs.load(m, scratch);
                       {
-                        std::lock_guard<std::mutex> lock(o.mu);
-                        solve_in_place(p, o.fact, o.fact.ok, transpose, rhs.cols(), w, c, op);
+                        std::lock_guard<std::mutex> lock(obj.mu);
+                        Common c = make_common(obj.fact.opts);
+                        solve_checked(*obj.pattern, obj.fact, transpose, rhs.cols(), w, c, o, ws, op);
                       }
                       rhs.store(m, w);
                     }

@@ -208,7 +208,7 @@ def test_refactor_and_solve(sym_system, ax_batch, b_shape, dtype, mode):
     Ax2 = make_values(Ai, Aj, N, batch=np.shape(Ax)[:-1], dtype=dtype, seed=55)
     b = rand(b_shape, dtype)
     with klujax.factor(Ai, Aj, Ax, sym) as num:
-        f = _maybe_jit(lambda Ax2, b, num: klujax.refactor_and_solve(Ai, Aj, Ax2, b, num, sym), mode)
+        f = _maybe_jit(lambda Ax2, b, num: klujax.refactor_and_solve(Ai, Aj, Ax2, b, num, sym)[0], mode)
         x = f(Ax2, b, num)
         assert_close(x, ref_solve(Ai, Aj, Ax2, b, N))
         # the refactorization happened in place: the handle now holds Ax2's factors
@@ -270,7 +270,7 @@ def test_refactor_redoes_pivoting_when_pivots_degrade():
         for A in (A2, A3, A1):
             klujax.refactor(Ai, Aj, A.ravel(), num, sym)
             assert_close(klujax.solve_with_numeric(num, b, sym), np.linalg.solve(A, b))
-            assert_close(klujax.refactor_and_solve(Ai, Aj, A.ravel(), b, num, sym),
+            assert_close(klujax.refactor_and_solve(Ai, Aj, A.ravel(), b, num, sym)[0],
                          np.linalg.solve(A, b))
 
 
@@ -337,7 +337,7 @@ def test_singular_member_gives_nan(sym_system, dtype):
         # and a good member made singular by refactor gives NaN
         Ax_bad = Ax_ok.copy()
         Ax_bad[2] = 0
-        x = np.asarray(klujax.refactor_and_solve(Ai, Aj, Ax_bad, b, num, sym))
+        x = np.asarray(klujax.refactor_and_solve(Ai, Aj, Ax_bad, b, num, sym)[0])
         assert np.isnan(x[2]).all() and np.isfinite(x[:2]).all()
 
 
@@ -354,7 +354,7 @@ def test_empty_system(ax_shape):
             assert num.handle.shape == ax_shape[:-1]
             assert klujax.solve_with_numeric(num, b, sym).shape == b.shape
             assert klujax.tsolve_with_numeric(num, b, sym).shape == b.shape
-            assert klujax.refactor_and_solve(e, e, Ax, b, num, sym).shape == b.shape
+            assert klujax.refactor_and_solve(e, e, Ax, b, num, sym)[0].shape == b.shape
     assert live_delta(before) == {"symbolic": 0, "numeric": 0}
 
 
@@ -407,7 +407,7 @@ def test_jit_refactor_and_solve_uses_new_values(sym_system):
     @jax.jit
     def f(Ax, Ax2, b):
         num = klujax.factor(Ai, Aj, Ax, sym)
-        x = klujax.refactor_and_solve(Ai, Aj, Ax2, b, num, sym)
+        x = klujax.refactor_and_solve(Ai, Aj, Ax2, b, num, sym)[0]
         return x, klujax.free_numeric(num, dependency=x)
 
     with quiet_unowned():
@@ -485,7 +485,7 @@ def test_jit_symbolic_closed_over_as_constant(sym_system):
         # eager refactor between calls is seen by the compiled function (handles are references)
         klujax.refactor(Ai, Aj, 2 * Ax, num, sym)
         assert_close(h(b), ref_solve(Ai, Aj, 2 * Ax, b, N))
-        klujax.refactor_and_solve(Ai, Aj, 3 * Ax, b, num, sym)
+        klujax.refactor_and_solve(Ai, Aj, 3 * Ax, b, num, sym)[0]
         assert_close(h(b), ref_solve(Ai, Aj, 3 * Ax, b, N))
 
 
@@ -503,7 +503,7 @@ def test_jit_numeric_handles_as_traced_uint64(sym_system, ax_batch, dtype):
 
     @jax.jit
     def refac(h, s, Ax2, b):
-        return klujax.refactor_and_solve(Ai, Aj, Ax2, b, h, s)
+        return klujax.refactor_and_solve(Ai, Aj, Ax2, b, h, s)[0]
 
     with klujax.factor(Ai, Aj, Ax, sym) as num:
         x, xt = solve(num.handle, sym.handle, b)
@@ -723,7 +723,7 @@ def test_vmap_factor_and_refactor(sym_system, dtype):
         h2 = jax.vmap(lambda h, Ax: klujax.refactor(Ai, Aj, Ax, h, sym).handle)(h, Axs2)
         assert_same_objects(np.asarray(h2), np.asarray(h))
         # a single Ax broadcast to every handle
-        xs = jax.vmap(lambda h: klujax.refactor_and_solve(Ai, Aj, Axs2[0], b, h, sym))(h2)
+        xs = jax.vmap(lambda h: klujax.refactor_and_solve(Ai, Aj, Axs2[0], b, h, sym)[0])(h2)
     assert_close(xs, ref_solve(Ai, Aj, np.broadcast_to(Axs2[0], Axs2.shape), b, N))
     with pytest.raises(ValueError, match="numeric handles"):
         jax.vmap(lambda Ax: klujax.refactor(Ai, Aj, Ax, h[0], sym).handle)(Axs2)
@@ -820,7 +820,7 @@ def test_grads_match_dense_reference(sym_system, dtype, transpose, mode):
         gb2 = _maybe_jit(jax.grad(loss(lambda _, b: swn(num, b, sym)), argnums=1), mode)(Ax, b)
         assert_close(gb2, ref_gb, tol=1e-9)
         if not transpose:  # refactor_and_solve is differentiable w.r.t. b
-            rs = lambda Ax, b: klujax.refactor_and_solve(Ai, Aj, Ax, b, num, sym)  # noqa: E731
+            rs = lambda Ax, b: klujax.refactor_and_solve(Ai, Aj, Ax, b, num, sym)[0]  # noqa: E731
             gb3 = _maybe_jit(jax.grad(loss(rs), argnums=1), mode)(Ax, b)
             assert_close(gb3, ref_gb, tol=1e-9)
 
@@ -851,7 +851,7 @@ def test_grad_refactor_and_solve_wrt_Ax_raises(sym_system):
     Ai, Aj, Ax, sym = sym_system()
     b = rand((N,))
     with klujax.factor(Ai, Aj, Ax, sym) as num:
-        f = lambda Ax: klujax.refactor_and_solve(Ai, Aj, Ax, b, num, sym).sum()  # noqa: E731
+        f = lambda Ax: klujax.refactor_and_solve(Ai, Aj, Ax, b, num, sym)[0].sum()  # noqa: E731
         for d in (jax.grad(f), jax.jit(jax.grad(f))):
             with pytest.raises(NotImplementedError, match=r"refactor is not differentiable w\.r\.t\. Ax"):
                 d(jnp.asarray(Ax))

@@ -1,0 +1,99 @@
+"""``KLUOptions``: KLU's controls and klujax's accuracy check, one frozen, hashable value."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+_ORDERINGS = {"amd": 0, "colamd": 1, "natural": 2}
+_SCALES = {"none": 0, "sum": 1, "max": 2}
+
+
+@dataclass(frozen=True)
+class KLUOptions:
+    """Options of a factorization and of the accuracy check of every solve.
+
+    Pass as ``options=`` to :func:`klujax.solve`, :func:`klujax.solve_with_symbol`,
+    :func:`klujax.analyze`, :func:`klujax.factor`, :func:`klujax.refactor`,
+    :func:`klujax.solve_with_numeric`, :func:`klujax.rcond`, :func:`klujax.condest`,
+    :func:`klujax.slogdet` and :func:`klujax.lu`. Options are static under ``jit`` (a new
+    value compiles anew) and part of every native cache key.
+
+    Attributes:
+        tol: KLU's partial pivoting tolerance in ``(0, 1]``: a diagonal entry is kept as
+            pivot if it is at least ``tol`` times the largest entry of its column. The
+            default (KLU's, 0.001) keeps fill low on circuit matrices; ``1.0`` is classic
+            partial pivoting (more fill, smaller growth). The accuracy check below makes up
+            for the default's occasional loss of digits, so change it for speed or fill,
+            rarely for accuracy.
+        ordering: fill-reducing column ordering of the analysis: ``"amd"`` (default, best
+            for most circuit and FEM matrices), ``"colamd"`` (for very unsymmetric
+            patterns), or ``"natural"`` (the given order: for matrices already ordered well,
+            or to reproduce another tool's factors).
+        scale: row scaling before pivoting: ``"max"`` (default: each row divided by its
+            largest magnitude), ``"sum"`` (by its 1-norm) or ``"none"`` (for rows that are
+            already well scaled; it saves one pass over the values).
+        btf: permute to block triangular form first (default ``True``). Circuit matrices
+            often split into many small blocks; turn it off only for matrices known to be
+            irreducible, where it costs a little analysis time for nothing.
+        check: measure the normwise backward error
+            ``||b - A x||inf / (||A||inf ||x||inf + ||b||inf)`` of every solution (a sparse
+            mat-vec per right-hand side), refine it, and re-factor with fresh pivots where a
+            reused pivot order misses ``target``. Default ``True``. ``False`` returns the
+            plain triangular solves, as KLU alone would (faster, and less accurate where a
+            pivot order is reused).
+        refine: at most this many steps of iterative refinement on the same factors while
+            the backward error is above ``target`` (default 3; 0: measure only, then fall
+            back to fresh pivots if needed). Refinement stops early once a step no longer
+            halves the error.
+        target: the backward error to reach (default ``1e-14``). A solution from a fresh
+            factorization that still misses it after refinement is returned as is: the
+            matrix is then too ill-conditioned (beyond about ``1e12``) for the guarantee.
+    """
+
+    tol: float = 0.001
+    ordering: Literal["amd", "colamd", "natural"] = "amd"
+    scale: Literal["max", "sum", "none"] = "max"
+    btf: bool = True
+    check: bool = True
+    refine: int = 3
+    target: float = 1e-14
+
+    def __post_init__(self) -> None:
+        def bad(field: str, want: str) -> ValueError:
+            return ValueError(f"KLUOptions: {field} must be {want}, got {getattr(self, field)!r}")
+
+        if not isinstance(self.tol, (int, float)) or not 0 < self.tol <= 1:
+            raise bad("tol", "a float in (0, 1]")
+        if self.ordering not in _ORDERINGS:
+            raise bad("ordering", f"one of {sorted(_ORDERINGS)}")
+        if self.scale not in _SCALES:
+            raise bad("scale", f"one of {sorted(_SCALES)}")
+        for flag in ("btf", "check"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise bad(flag, "a bool")
+        if isinstance(self.refine, bool) or not isinstance(self.refine, (int, np.integer)) or not 0 <= self.refine <= 100:
+            raise bad("refine", "an int in [0, 100]")
+        if not isinstance(self.target, (int, float)) or not (self.target >= 0 and math.isfinite(self.target)):
+            raise bad("target", "a finite float >= 0")
+
+    def as_attribute(self) -> np.ndarray:
+        """The FFI attribute: ``[tol, ordering, scale, btf, check, refine, target]``
+        (the order ``src/options.hpp`` decodes)."""
+        return np.array([self.tol, _ORDERINGS[self.ordering], _SCALES[self.scale], self.btf,
+                         self.check, self.refine, self.target], dtype=np.float64)
+
+
+DEFAULT_OPTIONS = KLUOptions()
+
+
+def as_options(fn: str, options: KLUOptions | None) -> KLUOptions:
+    """``options`` checked, with ``None`` meaning the defaults."""
+    if options is None:
+        return DEFAULT_OPTIONS
+    if not isinstance(options, KLUOptions):
+        raise TypeError(f"{fn}: options must be a klujax.KLUOptions, got {type(options).__name__}")
+    return options

@@ -1,0 +1,74 @@
+// Solver options (klujax.KLUOptions on the Python side). They travel as one f64 array
+// attribute, decoded here and nowhere else; the order of the fields is the contract with
+// klujax/_options.py (KLUOptions.as_attribute).
+#pragma once
+
+#include <klu.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "klu_raii.hpp"
+
+namespace klujax {
+
+struct Options {
+  // KLU's own controls.
+  double tol = 0.001;  // partial pivoting tolerance (1: always the largest entry)
+  int ordering = 0;    // 0: AMD, 1: COLAMD, 2: natural
+  int scale = 2;       // 0: none, 1: sum, 2: max
+  bool btf = true;     // block triangular form pre-ordering
+  // klujax's accuracy guarantee: every solution's normwise backward error
+  // ||b - op(A) x||inf / (||A||inf ||x||inf + ||b||inf) is measured; iterative
+  // refinement (at most `refine` steps on the same factors) runs while it is above
+  // `target`, and a refactorization with a reused pivot order that still misses it is
+  // redone with fresh pivoting.
+  bool check = true;
+  int refine = 3;
+  double target = 1e-14;
+
+  static constexpr int kFields = 7;
+
+  // From the attribute [tol, ordering, scale, btf, check, refine, target].
+  static Options decode(const double* v, size_t size, const char* op) {
+    if (size != kFields)
+      throw InvalidArgument(std::string(op) + ": options attribute has " + std::to_string(size) +
+                            " fields, expected " + std::to_string(kFields) +
+                            " (klujax Python and native parts out of sync)");
+    Options o;
+    o.tol = v[0];
+    o.ordering = static_cast<int>(v[1]);
+    o.scale = static_cast<int>(v[2]);
+    o.btf = v[3] != 0;
+    o.check = v[4] != 0;
+    o.refine = static_cast<int>(v[5]);
+    o.target = v[6];
+    if (!(o.tol > 0 && o.tol <= 1) || o.ordering < 0 || o.ordering > 2 || o.scale < 0 ||
+        o.scale > 2 || o.refine < 0 || !(o.target >= 0))
+      throw InvalidArgument(std::string(op) + ": invalid options");
+    return o;
+  }
+
+  // Whether a factorization made with `other` may be refactored under these options:
+  // the row scaling must agree (klu_refactor rescales in place), and so must the pivot
+  // tolerance that chose the pivot order being reused.
+  bool same_factor(const Options& other) const {
+    return tol == other.tol && scale == other.scale;
+  }
+  bool same_analysis(const Options& other) const {
+    return ordering == other.ordering && btf == other.btf;
+  }
+};
+
+// A klu_common set up for these options.
+inline Common make_common(const Options& o) {
+  Common c;
+  c.c.tol = o.tol;
+  c.c.ordering = o.ordering;
+  c.c.scale = o.scale;
+  c.c.btf = o.btf ? 1 : 0;
+  return c;
+}
+
+}  // namespace klujax
