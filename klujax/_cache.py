@@ -10,7 +10,10 @@ def cache_info() -> dict[str, int]:
 
     Keys: ``patterns`` (analysed sparsity patterns), ``numeric_sets`` (kept
     factorizations, one per batched ``Ax`` block), ``spares`` (numeric objects kept for
-    refactoring), ``bytes``, ``limit_bytes``, and hit/miss counters.
+    refactoring), ``bytes``, ``limit_bytes``, hit/miss counters, and the process-wide
+    counters of the accuracy check: ``refine_steps`` (iterative refinement steps taken)
+    and ``refactor_fallbacks`` (reused pivot orders that missed the backward-error target
+    and were replaced by a fresh factorization).
     """
     return dict(_klujax.cache_info())
 

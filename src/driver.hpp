@@ -61,7 +61,7 @@ void load_values(const Pattern& p, const In* ax, Fact& f) {
   S* v = values_of<S>(f);
   p.scatter(ax, v);
   std::vector<double> rows(p.n, 0.0);
-  double one = 0.0;
+  double one = 0.0, total = 0.0;
   for (int32_t j = 0; j < p.n; ++j) {
     double col = 0.0;
     for (int32_t q = p.ap[j]; q < p.ap[j + 1]; ++q) {
@@ -70,14 +70,15 @@ void load_values(const Pattern& p, const In* ax, Fact& f) {
       rows[p.ai[q]] += a;
     }
     one = std::max(one, col);
+    total += col;
   }
   double inf = 0.0;
   for (double r : rows) inf = std::max(inf, r);
-  // A NaN entry makes the norms NaN (std::max drops it): keep it visible.
-  bool finite = true;
-  for (int64_t q = 0; q < m && finite; ++q) finite = std::isfinite(abs1(v[q]));
-  f.norm_inf = finite ? inf : std::numeric_limits<double>::quiet_NaN();
-  f.norm_one = finite ? one : std::numeric_limits<double>::quiet_NaN();
+  // std::max drops NaN: a non-finite entry shows in the total instead, and makes the
+  // norms NaN (the backward error is then NaN, and so is every diagnostic).
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  f.norm_inf = std::isfinite(total) ? inf : nan;
+  f.norm_one = std::isfinite(total) ? one : nan;
 }
 
 //== Factorization ==//
@@ -148,8 +149,12 @@ void klu_solve_cols(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Com
   if (!done) check_klu_status(c.c, op);
 }
 
+// max that keeps a NaN once seen (std::max drops it when it comes second).
+inline double max_nan(double m, double v) { return (v > m || v != v) ? v : m; }
+
 // r = b - op(A) x for `cols` columns; returns the largest normwise backward error
 // ||r||inf / (||op(A)||inf ||x||inf + ||b||inf) over the columns (NaN if any is NaN).
+// One pass over A per column, with the norms of b and x taken along the way.
 template <class S>
 double residual(const Pattern& p, const Fact& f, bool transpose, int64_t cols, const S* b,
                 const S* x, S* r) {
@@ -163,29 +168,29 @@ double residual(const Pattern& p, const Fact& f, bool transpose, int64_t cols, c
     const S* bc = b + col * n;
     const S* xc = x + col * n;
     S* rc = r + col * n;
+    double rn = 0.0, xn = 0.0, bn = 0.0;
     if (!transpose) {
-      std::copy(bc, bc + n, rc);
+      for (int64_t i = 0; i < n; ++i) {
+        rc[i] = bc[i];
+        bn = max_nan(bn, abs1(bc[i]));
+      }
       for (int64_t j = 0; j < n; ++j) {
         const S xj = xc[j];
+        xn = max_nan(xn, abs1(xj));
         for (int32_t q = ap[j]; q < ap[j + 1]; ++q) rc[ai[q]] -= a[q] * xj;
       }
+      for (int64_t i = 0; i < n; ++i) rn = max_nan(rn, abs1(rc[i]));
     } else {
       for (int64_t j = 0; j < n; ++j) {
         S s = bc[j];
         for (int32_t q = ap[j]; q < ap[j + 1]; ++q) s -= a[q] * xc[ai[q]];
         rc[j] = s;
+        rn = max_nan(rn, abs1(s));
+        xn = max_nan(xn, abs1(xc[j]));
+        bn = max_nan(bn, abs1(bc[j]));
       }
     }
-    double rn = 0.0, xn = 0.0, bn = 0.0;
-    bool finite = true;
-    for (int64_t i = 0; i < n; ++i) {
-      const double ri = abs1(rc[i]), xi = abs1(xc[i]);
-      finite &= std::isfinite(ri) && std::isfinite(xi);
-      rn = std::max(rn, ri);
-      xn = std::max(xn, xi);
-      bn = std::max(bn, abs1(bc[i]));
-    }
-    if (!finite) return std::numeric_limits<double>::quiet_NaN();
+    if (!std::isfinite(rn) || !std::isfinite(xn)) return std::numeric_limits<double>::quiet_NaN();
     const double den = anorm * xn + bn;
     const double e = den > 0 ? rn / den : (rn > 0 ? HUGE_VAL : 0.0);
     worst = std::max(worst, e);
@@ -222,7 +227,8 @@ void solve_checked(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Comm
   for (;;) {
     klu_solve_cols(p, f, transpose, cols, w, c, op);
     double berr = residual(p, f, transpose, cols, ws.b0.data(), w, ws.r.data());
-    for (int step = 0; step < o.refine && berr > o.target; ++step) {  // NaN: no refining
+    int step = 0;
+    for (; step < o.refine && berr > o.target; ++step) {  // NaN: no refining
       ws.prev.assign(w, w + size);
       klu_solve_cols(p, f, transpose, cols, ws.r.data(), c, op);
       for (int64_t i = 0; i < size; ++i) w[i] += ws.r[i];
@@ -235,7 +241,9 @@ void solve_checked(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Comm
       berr = next;
       if (stalled) break;
     }
+    if (step) CheckStats::instance().refine_steps += step;
     if (berr <= o.target || f.fresh) return;
+    CheckStats::instance().refactor_fallbacks += 1;
     // A reused pivot order missed the target: fresh pivots, then solve again.
     if (!factor_fresh<S>(p, f, c, f.opts, op)) {
       f.ok = false;

@@ -78,6 +78,8 @@ PYBIND11_MODULE(_klujax, m) {
     d["pattern_misses"] = i.pattern_misses;
     d["numeric_hits"] = i.numeric_hits;
     d["numeric_misses"] = i.numeric_misses;
+    d["refine_steps"] = i.refine_steps;
+    d["refactor_fallbacks"] = i.refactor_fallbacks;
     return d;
   });
   m.def("live_handles", [] {

@@ -384,6 +384,8 @@ CacheInfo Cache::info() {
   out.pattern_misses = pattern_misses_;
   out.numeric_hits = numeric_hits_;
   out.numeric_misses = numeric_misses_;
+  out.refine_steps = CheckStats::instance().refine_steps.load();
+  out.refactor_fallbacks = CheckStats::instance().refactor_fallbacks.load();
   return out;
 }
 

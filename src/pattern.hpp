@@ -5,6 +5,7 @@
 // spare numeric objects whose pivot order later calls refactor with.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -96,6 +97,17 @@ inline bool same_indices(const Pattern& p, const Pattern& q) {
 struct CacheInfo {
   int64_t patterns, numeric_sets, spares, bytes, limit_bytes;
   int64_t pattern_hits, pattern_misses, numeric_hits, numeric_misses;
+  int64_t refine_steps, refactor_fallbacks;
+};
+
+// Process-wide counters of the accuracy check (reported by cache_info).
+struct CheckStats {
+  std::atomic<int64_t> refine_steps{0};        // iterative refinement steps taken
+  std::atomic<int64_t> refactor_fallbacks{0};  // reused pivot orders replaced by fresh ones
+  static CheckStats& instance() {
+    static CheckStats* s = new CheckStats();
+    return *s;
+  }
 };
 
 class Cache {
