@@ -100,7 +100,7 @@ def condest(
 def slogdet(
     Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, n_col: int, *, options: KLUOptions | None = None
 ) -> tuple[jax.Array, jax.Array]:
-    """Sign and natural log of ``|det A|``, like :func:`jax.numpy.linalg.slogdet`.
+    """Sign and natural log of ``|det A|``, like ``jax.numpy.linalg.slogdet``.
 
     From the LU factors: ``det A = sign(P) sign(Q) prod(R) prod(diag U)`` with KLU's
     permutations ``P``, ``Q`` and row scale factors ``R`` (see :func:`lu`).
