@@ -11,6 +11,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _rules  # noqa: F401  (registers the rules)
+from ._formats import SparseMatrix, matrix_args, require
 from ._ops import prim
 from ._options import KLUOptions, as_options
 from ._shapes import as_index, canonical
@@ -37,12 +38,17 @@ def _host_checks(fn: str, Ai: Any, Aj: Any) -> None:
 
 
 def solve(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, *, options: KLUOptions | None = None
+    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
+    b: ArrayLike | None = None, *, options: KLUOptions | None = None,
 ) -> jax.Array:
     """Solve ``A x = b`` for a sparse ``A`` given in COO form, with KLU.
 
+    ``solve(A, b)`` takes a sparse matrix instead of ``(Ai, Aj, Ax)``: a
+    ``jax.experimental.sparse.BCOO``/``BCSR`` (``(n, n)``, or ``(n_lhs, n, n)`` over one
+    shared pattern, like a 2D ``Ax``) or a ``scipy.sparse`` matrix (outside ``jit``).
+
     Args:
-        Ai: ``(n_nz,)`` integer row indices of the nonzeros.
+        Ai: ``(n_nz,)`` integer row indices of the nonzeros (or the sparse matrix ``A``).
         Aj: ``(n_nz,)`` integer column indices of the nonzeros.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values; duplicate ``(Ai, Aj)`` entries add up.
         b: ``(n_col,)``, ``(n_col, n_rhs)`` (1D ``Ax``), ``(n_lhs, n_col)`` (2D ``Ax``) or
@@ -63,20 +69,29 @@ def solve(
     ``jit``, ``vmap``, ``grad``/``jvp``/``jacfwd``/``jacrev`` (any order) w.r.t. ``Ax``
     and ``b``.
     """
-    _host_checks("klujax.solve", Ai, Aj)
-    return _solve(Ai, Aj, Ax, b, options=as_options("klujax.solve", options))
+    fn = "klujax.solve"
+    Ai, Aj, Ax, b = matrix_args(fn, (Ai, Aj, Ax, b), 1, rhs="b")
+    require(fn, Aj=Aj, Ax=Ax, b=b)
+    _host_checks(fn, Ai, Aj)
+    return _solve(Ai, Aj, Ax, b, options=as_options(fn, options))
 
 
-def dot(Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, x: ArrayLike) -> jax.Array:
-    """Multiply ``A x`` for a sparse ``A`` given in COO form.
+def dot(
+    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
+    x: ArrayLike | None = None,
+) -> jax.Array:
+    """Multiply ``A x`` for a sparse ``A`` given in COO form (or ``dot(A, x)``).
 
-    Shapes, broadcasting and dtypes follow :func:`solve` with ``x`` in place of ``b``;
-    duplicate entries add up. Differentiable w.r.t. ``Ax`` and ``x``.
+    Shapes, broadcasting, dtypes and sparse-matrix inputs follow :func:`solve` with ``x``
+    in place of ``b``; duplicate entries add up. Differentiable w.r.t. ``Ax`` and ``x``.
 
     Returns:
         ``b = A x`` with the broadcast shape of ``x``.
     """
-    _host_checks("klujax.dot", Ai, Aj)
+    fn = "klujax.dot"
+    Ai, Aj, Ax, x = matrix_args(fn, (Ai, Aj, Ax, x), 1, rhs="x")
+    require(fn, Aj=Aj, Ax=Ax, x=x)
+    _host_checks(fn, Ai, Aj)
     return _dot(Ai, Aj, Ax, x)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _klujax
+from ._formats import SparseMatrix, matrix_args, require
 from ._handles import KLUHandleManager, handle_array
 from ._ops import prim
 from ._options import KLUOptions, as_options
@@ -42,15 +43,17 @@ def _estimate(fn: str, what: int, Ai: Any, Aj: Any, Ax: Any, n_col: Any,
         if Aj is not None or Ax is not None or n_col is not None:
             raise TypeError(f"{fn}: pass either a numeric handle alone or (Ai, Aj, Ax, n_col)")
         return _diagnose_numeric(handle_array(fn, "numeric", Ai, "numeric"), what)
+    Ai, Aj, Ax, n_col = matrix_args(fn, (Ai, Aj, Ax, n_col), 0, n_col=True)
     if Aj is None or Ax is None or n_col is None:
-        raise TypeError(f"{fn}: expected (Ai, Aj, Ax, n_col) or a numeric handle")
+        raise TypeError(f"{fn}: expected (Ai, Aj, Ax, n_col), a sparse matrix, or a numeric handle")
     out = _diagnose(Ai, Aj, Ax, fn=fn, n_col=static_n_col(fn, n_col), what=what,
                     options=as_options(fn, options))
     return out[..., 0].real
 
 
 def rcond(
-    Ai: ArrayLike | KLUHandleManager, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
+    Ai: ArrayLike | SparseMatrix | KLUHandleManager, Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
     n_col: int | None = None, *, options: KLUOptions | None = None,
 ) -> jax.Array:
     """KLU's cheap reciprocal pivot ratio ``min |u_kk| / max |u_kk|`` of ``A``'s LU factors.
@@ -59,7 +62,8 @@ def rcond(
     pivot order and scaling (see :func:`condest` for a real condition estimate).
 
     Args:
-        Ai: ``(n_nz,)`` row indices, or a numeric handle (:func:`klujax.factor`) alone,
+        Ai: ``(n_nz,)`` row indices, a sparse matrix ``A`` alone (as for
+            :func:`klujax.solve`), or a numeric handle (:func:`klujax.factor`) alone,
             whose current factorization is inspected.
         Aj: ``(n_nz,)`` column indices.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values (float or complex).
@@ -75,7 +79,8 @@ def rcond(
 
 
 def condest(
-    Ai: ArrayLike | KLUHandleManager, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
+    Ai: ArrayLike | SparseMatrix | KLUHandleManager, Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
     n_col: int | None = None, *, options: KLUOptions | None = None,
 ) -> jax.Array:
     """KLU's estimate of the 1-norm condition number ``||A||_1 ||A^-1||_1`` (``klu_condest``).
@@ -84,7 +89,7 @@ def condest(
     factor of the true value and never above it by more than rounding.
 
     Args:
-        Ai: ``(n_nz,)`` row indices, or a numeric handle alone.
+        Ai: ``(n_nz,)`` row indices, a sparse matrix alone, or a numeric handle alone.
         Aj: ``(n_nz,)`` column indices.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values.
         n_col: the matrix size ``n`` (static int).
@@ -98,7 +103,8 @@ def condest(
 
 
 def slogdet(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, n_col: int, *, options: KLUOptions | None = None
+    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
+    n_col: int | None = None, *, options: KLUOptions | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Sign and natural log of ``|det A|``, like ``jax.numpy.linalg.slogdet``.
 
@@ -106,7 +112,7 @@ def slogdet(
     permutations ``P``, ``Q`` and row scale factors ``R`` (see :func:`lu`).
 
     Args:
-        Ai: ``(n_nz,)`` row indices.
+        Ai: ``(n_nz,)`` row indices, or a sparse matrix ``A`` alone.
         Aj: ``(n_nz,)`` column indices.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values.
         n_col: the matrix size ``n`` (static int).
@@ -123,6 +129,8 @@ def slogdet(
     time), far more than ``slogdet`` itself (one factorization).
     """
     fn = "klujax.slogdet"
+    Ai, Aj, Ax, n_col = matrix_args(fn, (Ai, Aj, Ax, n_col), 0, n_col=True)
+    require(fn, Aj=Aj, Ax=Ax, n_col=n_col)
     out = _diagnose(Ai, Aj, Ax, fn=fn, n_col=static_n_col(fn, n_col), what=SLOGDET,
                     options=as_options(fn, options))
     return out[..., 0], out[..., 1].real
@@ -148,7 +156,8 @@ class KLUFactors(NamedTuple):
 
 
 def lu(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, n_col: int, *, options: KLUOptions | None = None
+    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
+    n_col: int | None = None, *, options: KLUOptions | None = None,
 ) -> KLUFactors:
     """The factors KLU computes for one matrix: ``(A / R[:, None])[P][:, Q] = L @ U + F``.
 
@@ -158,7 +167,7 @@ def lu(
     blocks. ``R[i]`` is the scale factor of row ``i`` (ones with ``scale="none"``).
 
     Args:
-        Ai: ``(n_nz,)`` row indices.
+        Ai: ``(n_nz,)`` row indices, or a sparse matrix ``A`` alone.
         Aj: ``(n_nz,)`` column indices.
         Ax: ``(n_nz,)`` values of one matrix (float or complex).
         n_col: the matrix size ``n``.
@@ -174,6 +183,8 @@ def lu(
     from jax.experimental import sparse
 
     fn = "klujax.lu"
+    Ai, Aj, Ax, n_col = matrix_args(fn, (Ai, Aj, Ax, n_col), 0, n_col=True)
+    require(fn, Aj=Aj, Ax=Ax, n_col=n_col)
     n = static_n_col(fn, n_col)
     opts = as_options(fn, options)
     dtype = compute_dtype(fn, Ax=Ax)

@@ -37,8 +37,10 @@ def compute_dtype(fn: str, **arrays: Any) -> np.dtype:
     is_complex = False
     for name, x in arrays.items():
         dt = _dtype(x)
+        # jnp.issubdtype also knows bfloat16 and the other ml_dtypes floats: like every
+        # float, they are computed in double precision.
         if dt == np.bool_ or not (
-            np.issubdtype(dt, np.number) and not np.issubdtype(dt, np.timedelta64)
+            jnp.issubdtype(dt, np.number) and not np.issubdtype(dt, np.timedelta64)
         ):
             raise TypeError(f"{fn}: {name} must be a numeric array, got dtype {dt}")
         is_complex |= np.issubdtype(dt, np.complexfloating)

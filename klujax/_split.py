@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from ._formats import SparseMatrix, is_matrix, matrix_args, require, to_coo
 from ._handles import KLUHandleManager, handle_array, warn_unowned
 from ._ops import effect_needed, handle_prim, prim
 from ._options import KLUOptions, as_options
@@ -45,12 +46,15 @@ def _analyze(Ai: jax.Array, Aj: jax.Array, n_col: int, effect: bool, options: KL
 
 
 def analyze(
-    Ai: ArrayLike, Aj: ArrayLike, n_col: int, *, options: KLUOptions | None = None
+    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, n_col: int | None = None, *,
+    options: KLUOptions | None = None,
 ) -> KLUHandleManager:
     """Symbolic analysis (ordering, block triangular form) of a sparsity pattern.
 
+    ``analyze(A)`` takes the pattern of a sparse matrix (see :func:`klujax.solve`).
+
     Args:
-        Ai: ``(n_nz,)`` row indices (duplicates allowed).
+        Ai: ``(n_nz,)`` row indices (duplicates allowed), or a sparse matrix ``A``.
         Aj: ``(n_nz,)`` column indices.
         n_col: the matrix size ``n`` (the matrix is ``n x n``); must be a Python int.
         options: :class:`klujax.KLUOptions`; ``ordering`` and ``btf`` apply here (the
@@ -62,6 +66,11 @@ def analyze(
         :func:`klujax.solve`'s cache), so numeric handles factored through one work with
         any other.
     """
+    if is_matrix(Ai):
+        if Aj is not None or n_col is not None:
+            raise TypeError("klujax.analyze: pass either a sparse matrix A or (Ai, Aj, n_col)")
+        Ai, Aj, _, n_col = to_coo("klujax.analyze", Ai)
+    require("klujax.analyze", Aj=Aj, n_col=n_col)
     n_col = static_n_col("klujax.analyze", n_col)
     opts = as_options("klujax.analyze", options)
     if isinstance(Ai, np.ndarray) or isinstance(Aj, np.ndarray):
@@ -81,10 +90,10 @@ def _factor(Ai: Any, Aj: Any, Ax: Any, sym: jax.Array, effect: bool, options: KL
 
 
 def factor(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle, *,
-    options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix, Aj: Any = None, Ax: Any = None, symbolic: Handle | None = None,
+    *, options: KLUOptions | None = None,
 ) -> KLUHandleManager:
-    """Numeric LU factorization(s) of ``A`` with a symbolic analysis.
+    """Numeric LU factorization(s) of ``A`` with a symbolic analysis (or ``factor(A, sym)``).
 
     Args:
         Ai: ``(n_nz,)`` row indices of the pattern ``symbolic`` was analysed from.
@@ -97,6 +106,8 @@ def factor(
         A numeric :class:`KLUHandleManager`, ``handle`` of shape ``()`` or ``(n_lhs,)``.
         A singular member gives NaN when solved with.
     """
+    Ai, Aj, Ax, symbolic = matrix_args("klujax.factor", (Ai, Aj, Ax, symbolic), 1)
+    require("klujax.factor", Aj=Aj, Ax=Ax, symbolic=symbolic)
     sym = handle_array("klujax.factor", "symbolic", symbolic, "symbolic")
     dtype = compute_dtype("klujax.factor", Ax=Ax)
     opts = as_options("klujax.factor", options)
@@ -119,10 +130,12 @@ def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: t
 
 
 def refactor(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, numeric: Handle, symbolic: Handle,
-    dependency: Any = None, *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix, Aj: Any = None, Ax: Any = None, numeric: Any = None,
+    symbolic: Any = None, dependency: Any = None, *, options: KLUOptions | None = None,
 ) -> KLUHandleManager:
     """Refactor with new values, reusing the numeric objects' memory and pivot order.
+
+    ``refactor(A, numeric, symbolic[, dependency])`` takes a sparse matrix instead.
 
     ``Ax`` is ``(n_nz,)`` or ``(n_lhs, n_nz)`` matching ``numeric``'s batch (or a single
     member for all). The old pivot order is kept unless the new pivots fail a cheap
@@ -143,6 +156,9 @@ def refactor(
     run the refactorization first. Outside ``jit`` the returned manager is ``numeric``.
     """
     fn = "klujax.refactor"
+    Ai, Aj, Ax, numeric, symbolic, dependency = matrix_args(
+        fn, (Ai, Aj, Ax, numeric, symbolic, dependency), 3)
+    require(fn, Aj=Aj, Ax=Ax, numeric=numeric, symbolic=symbolic)
     num = handle_array(fn, "numeric", numeric, "numeric")
     sym = handle_array(fn, "symbolic", symbolic, "symbolic")
     dtype = compute_dtype(fn, Ax=Ax)
@@ -169,21 +185,23 @@ def _solve_with_symbol(Ai: Any, Aj: Any, Ax: Any, b: Any, sym: jax.Array, transp
     return layout.restore(x)
 
 
-def _symbol_solve(fn: str, Ai: Any, Aj: Any, Ax: Any, b: Any, symbolic: Handle, transpose: bool,
+def _symbol_solve(fn: str, Ai: Any, Aj: Any, Ax: Any, b: Any, symbolic: Any, transpose: bool,
                   options: KLUOptions | None) -> jax.Array:
+    Ai, Aj, Ax, b, symbolic = matrix_args(fn, (Ai, Aj, Ax, b, symbolic), 2, rhs="b")
+    require(fn, Aj=Aj, Ax=Ax, b=b, symbolic=symbolic)
     sym = handle_array(fn, "symbolic", symbolic, "symbolic")
     out = _solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=transpose, options=as_options(fn, options))
     return _track(out, symbolic)
 
 
 def solve_with_symbol(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, symbolic: Handle, *,
-    options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix, Aj: Any = None, Ax: Any = None, b: Any = None,
+    symbolic: Any = None, *, options: KLUOptions | None = None,
 ) -> jax.Array:
     """Solve ``A x = b`` reusing a symbolic analysis: factor (or refactor) + solve.
 
-    Shapes, broadcasting, dtypes, the accuracy check and the NaN policy are those of
-    :func:`klujax.solve`; ``options`` (:class:`klujax.KLUOptions`) gives ``tol``,
+    Shapes, broadcasting, dtypes, sparse-matrix inputs (``solve_with_symbol(A, b, sym)``),
+    the accuracy check and the NaN policy are those of :func:`klujax.solve`; ``options`` (:class:`klujax.KLUOptions`) gives ``tol``,
     ``scale`` and the check (the ordering is the symbolic handle's). Differentiable
     w.r.t. ``Ax`` and ``b``; batchable over ``Ax`` and ``b``.
     """
@@ -191,8 +209,8 @@ def solve_with_symbol(
 
 
 def tsolve_with_symbol(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, symbolic: Handle, *,
-    options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix, Aj: Any = None, Ax: Any = None, b: Any = None,
+    symbolic: Any = None, *, options: KLUOptions | None = None,
 ) -> jax.Array:
     """Solve ``A^T x = b`` (plain transpose, also for complex); see :func:`solve_with_symbol`."""
     return _symbol_solve("klujax.tsolve_with_symbol", Ai, Aj, Ax, b, symbolic, True, options)
@@ -253,8 +271,8 @@ def tsolve_with_numeric(
 
 
 def refactor_and_solve(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, numeric: Handle, symbolic: Handle,
-    *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix, Aj: Any = None, Ax: Any = None, b: Any = None,
+    numeric: Any = None, symbolic: Any = None, *, options: KLUOptions | None = None,
 ) -> tuple[jax.Array, KLUHandleManager]:
     """Refactor ``numeric`` in place with new values ``Ax``, then solve ``A x = b``.
 
@@ -268,6 +286,9 @@ def refactor_and_solve(
         ``jit``, later solves must consume this returned handle, which orders them after
         the refactorization.
     """
+    fn = "klujax.refactor_and_solve"
+    Ai, Aj, Ax, b, numeric, symbolic = matrix_args(fn, (Ai, Aj, Ax, b, numeric, symbolic), 3, rhs="b")
+    require(fn, Aj=Aj, Ax=Ax, b=b, numeric=numeric, symbolic=symbolic)
     num = refactor(Ai, Aj, Ax, numeric, symbolic, options=options)
     return solve_with_numeric(num, b, symbolic, options=options), num
 
