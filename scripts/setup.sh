@@ -29,6 +29,6 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # Build requirements first, so the build needs no isolated environment of its own.
 .venv/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
-  "jax>=0.6.0,<0.11" "jaxlib>=0.6.0,<0.11"
+  "jax>=0.6.0,<0.13" "jaxlib>=0.6.0,<0.13"
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[test]"
 .venv/bin/python -c "import klujax; print('klujax', klujax.__version__, 'ready in .venv')"
