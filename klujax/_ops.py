@@ -19,7 +19,16 @@ import jax
 import numpy as np
 
 from . import _klujax
-from ._compat import Primitive, apply_primitive, enable_x64, klu_effect, mlir, trace_state_clean
+from ._compat import (
+    Primitive,
+    apply_primitive,
+    enable_x64,
+    insert_pvary,
+    klu_effect,
+    mlir,
+    trace_state_clean,
+    with_operand_types,
+)
 from ._options import KLUOptions
 from ._shapes import DTYPE_SUFFIX, check_canonical
 
@@ -211,6 +220,22 @@ _HOST_PLATFORMS = ("cuda", "rocm", "tpu") + (
     ("cpu",) if os.environ.get("KLUJAX_FORCE_HOST_CALLBACK") == "1" else ())
 
 
+def _abstract_eval(*avals: Any, spec: OpSpec, name: str, **params: Any) -> Any:
+    """The op's own shape rule, plus what every op shares: the operands' vma."""
+    out = spec.abstract_eval(*avals[:len(spec.operands)], spec=spec, **params)
+    return with_operand_types(name, out, avals)
+
+
+def bind(p: Primitive, *args: Any, **params: Any) -> Any:
+    """Binds a klujax primitive; under shard_map, casts the operands to one vma first.
+
+    A replicated operand (say ``Ax``) used with a sharded one (``b``) is ``pvary``-ed, so
+    that reverse mode reduces its cotangent across the mesh axis (pvary's transpose is a
+    psum), exactly as for jax.numpy's own operations.
+    """
+    return p.bind(*insert_pvary(args), **params)
+
+
 def make_primitives(spec: OpSpec) -> None:
     """Creates and registers the primitives of one op (one per dtype)."""
     suffixes = DTYPE_SUFFIX.values() if spec.per_dtype else ("",)
@@ -218,8 +243,7 @@ def make_primitives(spec: OpSpec) -> None:
         name = f"{spec.name}_{sfx}" if sfx else f"{spec.name}_p"
         p = Primitive(name)
         p.def_impl(partial(apply_primitive, p))
-        n_fixed = len(spec.operands)
-        evaluate = lambda *a, _e=partial(spec.abstract_eval, spec=spec), **k: _e(*a[:n_fixed], **k)  # noqa: E731
+        evaluate = partial(_abstract_eval, spec=spec, name=name)
         if spec.effectful:
             p.def_effectful_abstract_eval(
                 lambda *a, _e=evaluate, effect=True, **k: (_e(*a, **k), {klu_effect} if effect else set()))
