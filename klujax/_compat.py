@@ -41,14 +41,25 @@ class KLUEffect(_effects.Effect):
     def __str__(self) -> str:
         return "KLU"
 
+    # jax.export serializes an effect by its class's name and rebuilds it with the
+    # nullary constructor, which must give an equal object.
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
 
+    def __hash__(self) -> int:
+        return hash("klujax.KLUEffect")
+
+
+# ``str(KLUEffect)`` is what serialized exports record: keep it "klujax.KLUEffect"
+# whatever module defines the class.
+KLUEffect.__module__ = "klujax"
 klu_effect = KLUEffect()
 for _registry in ("lowerable_effects", "control_flow_allowed_effects",
                   "custom_derivatives_allowed_effects", "remat_allowed_effects"):
     if hasattr(_effects, _registry):
         getattr(_effects, _registry).add_type(KLUEffect)
 
-__all__ += ["klu_effect"]
+__all__ += ["KLUEffect", "klu_effect"]
 
 
 #== shard_map: varying manual axes (vma) ==#

@@ -3,7 +3,8 @@
 Each op gets one primitive per dtype (``solve_f64``, ``solve_c128``, ..., plus
 ``*_f32``/``*_c64`` used when ``jax_enable_x64`` is off), all sharing one abstract eval,
 one FFI lowering and the rules registered in :mod:`klujax._rules`. The dtype picks the
-primitive in :func:`prim` and the FFI target in :func:`target`, nowhere else.
+primitive in :func:`prim` and the FFI target in :func:`target`, nowhere else; FFI target
+names come from :func:`target_name` alone.
 """
 
 from __future__ import annotations
@@ -32,8 +33,24 @@ from ._compat import (
 from ._options import KLUOptions
 from ._shapes import DTYPE_SUFFIX, check_canonical
 
-for _name, _capsule in _klujax.registrations().items():
-    jax.ffi.register_ffi_target(_name, _capsule, platform="cpu")
+
+
+def target_name(op_key: str, version: int) -> str:
+    """The one naming scheme of klujax's FFI targets: ``klujax.<op>[_<dtype>].v<N>``.
+
+    ``N`` is that target's own version. A versioned target never changes meaning (its
+    operands, attributes, results and semantics): a new behaviour gets a new version and
+    the old one stays registered, so computations exported with ``jax.export`` that call
+    it keep working with later klujax releases.
+    """
+    return f"klujax.{op_key}.v{version}"
+
+
+#: every FFI target name registered with XLA (all versions)
+REGISTERED: list[str] = []
+for _op_key, _version, _capsule in _klujax.registrations():
+    REGISTERED.append(target_name(_op_key, _version))
+    jax.ffi.register_ffi_target(REGISTERED[-1], _capsule, platform="cpu")
 
 # Right-hand sides (and results) of shape (l, n_col, n_rhs) are laid out with rows
 # fastest, then right-hand sides, then batch members: each system's columns are
@@ -63,6 +80,8 @@ class OpSpec:
     per_dtype: bool = True
     #: extra trailing operands that only order the op after them (``dependency=``)
     variadic: bool = False
+    #: the FFI target version the lowering emits (see :func:`target_name`)
+    version: int = 1
     primitives: dict[str, Primitive] = field(default_factory=dict, compare=False)
 
 
@@ -149,9 +168,12 @@ def register(spec: OpSpec) -> OpSpec:
     return spec
 
 
-def target(op: str, dtype: Any) -> str:
-    """The FFI target name of ``op`` for ``dtype``."""
-    return f"klujax_{op}_{DTYPE_SUFFIX[np.dtype(dtype)]}"
+def target(spec: OpSpec, sfx: str) -> str:
+    """The FFI target a lowering of ``spec`` for dtype suffix ``sfx`` ("" if none) calls."""
+    name = target_name(f"{spec.name}_{sfx}" if sfx else spec.name, spec.version)
+    if name not in REGISTERED:  # a Python tree newer than the compiled extension
+        raise RuntimeError(f"klujax: the native extension has no FFI target {name}; rebuild it")
+    return name
 
 
 def _layouts(spec: OpSpec, n_operands: int | None = None) -> list[Any]:
@@ -175,7 +197,7 @@ def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> An
     result_layouts = [RHS_LAYOUT if len(a.shape) == 3 else None for a in out_avals]
     attrs = _attrs(params)
     rule = jax.ffi.ffi_lowering(
-        f"klujax_{spec.name}_{sfx}" if sfx else f"klujax_{spec.name}",
+        target(spec, sfx),
         operand_layouts=_layouts(spec, len(args)),
         result_layouts=result_layouts,
         has_side_effect=spec.effectful,
@@ -190,7 +212,7 @@ def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) 
     the host, solved there by the same FFI target, and copied back, so klujax works
     unchanged inside computations placed on an accelerator (at the cost of the copies).
     """
-    name = f"klujax_{spec.name}_{sfx}" if sfx else f"klujax_{spec.name}"
+    name = target(spec, sfx)
     outs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in ctx.avals_out]
     major_to_minor = lambda lay: None if lay is None else tuple(reversed(lay))  # noqa: E731
     call = jax.ffi.ffi_call(
