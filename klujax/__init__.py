@@ -30,6 +30,8 @@ from ._split import (
     tsolve_with_symbol as tsolve_with_symbol,
 )
 from ._cache import cache_info as cache_info, clear_cache as clear_cache, set_cache_limit as set_cache_limit
+from ._compat import KLUEffect as KLUEffect
+from ._export import export_safety_checks as export_safety_checks
 
 try:
     __version__ = _version("klujax")
@@ -41,6 +43,7 @@ COMPLEX_DTYPES = (_np.complex64, _np.complex128, _jnp.complex64, _jnp.complex128
 
 __all__ = [
     "COMPLEX_DTYPES",
+    "KLUEffect",
     "KLUFactors",
     "KLUHandleManager",
     "KLUOptions",
@@ -60,6 +63,7 @@ __all__ = [
     "coalesce",
     "condest",
     "dot",
+    "export_safety_checks",
     "lu",
     "rcond",
     "slogdet",

@@ -12,7 +12,7 @@ from jax.typing import ArrayLike
 
 from . import _rules  # noqa: F401  (registers the rules)
 from ._formats import SparseMatrix, matrix_args, require
-from ._ops import prim
+from ._ops import bind, prim
 from ._options import KLUOptions, as_options
 from ._shapes import as_index, canonical
 
@@ -20,14 +20,14 @@ from ._shapes import as_index, canonical
 @partial(jax.jit, static_argnames="options")
 def _solve(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, b: jax.Array, options: KLUOptions) -> jax.Array:
     Ai, Aj, Ax, b3, layout = canonical("klujax.solve", Ai, Aj, Ax, b)
-    x = prim("solve", Ax.dtype).bind(Ai, Aj, Ax, b3, transpose=False, retain=False, options=options)
+    x = bind(prim("solve", Ax.dtype), Ai, Aj, Ax, b3, transpose=False, retain=False, options=options)
     return layout.restore(x)
 
 
 @jax.jit
 def _dot(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, x: jax.Array) -> jax.Array:
     Ai, Aj, Ax, x3, layout = canonical("klujax.dot", Ai, Aj, Ax, x, b_name="x")
-    return layout.restore(prim("dot", Ax.dtype).bind(Ai, Aj, Ax, x3))
+    return layout.restore(bind(prim("dot", Ax.dtype), Ai, Aj, Ax, x3))
 
 
 def _host_checks(fn: str, Ai: Any, Aj: Any) -> None:

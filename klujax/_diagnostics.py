@@ -13,7 +13,7 @@ from jax.typing import ArrayLike
 from . import _klujax
 from ._formats import SparseMatrix, matrix_args, require
 from ._handles import KLUHandleManager, handle_array
-from ._ops import prim
+from ._ops import bind, prim
 from ._options import KLUOptions, as_options
 from ._shapes import as_index, canonical_values, compute_dtype, static_n_col
 
@@ -26,14 +26,14 @@ def _diagnose(Ai: Any, Aj: Any, Ax: Any, *, fn: str, n_col: int, what: int,
               options: KLUOptions) -> jax.Array:
     ndim = jnp.ndim(Ax)
     Ai, Aj, Ax2 = canonical_values(fn, Ai, Aj, Ax)
-    out = prim("diagnostics", Ax2.dtype).bind(Ai, Aj, Ax2, n_col=n_col, what=what, options=options)
+    out = bind(prim("diagnostics", Ax2.dtype), Ai, Aj, Ax2, n_col=n_col, what=what, options=options)
     return out if ndim == 2 else out[0]
 
 
 @partial(jax.jit, static_argnames="what")
 def _diagnose_numeric(num: jax.Array, what: int) -> jax.Array:
     real = jax.dtypes.canonicalize_dtype(np.float64)
-    out = prim("diagnostics_numeric", real).bind(num.reshape(-1), what=what)
+    out = bind(prim("diagnostics_numeric", real), num.reshape(-1), what=what)
     return out[:, 0].reshape(num.shape)
 
 

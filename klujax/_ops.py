@@ -3,7 +3,8 @@
 Each op gets one primitive per dtype (``solve_f64``, ``solve_c128``, ..., plus
 ``*_f32``/``*_c64`` used when ``jax_enable_x64`` is off), all sharing one abstract eval,
 one FFI lowering and the rules registered in :mod:`klujax._rules`. The dtype picks the
-primitive in :func:`prim` and the FFI target in :func:`target`, nowhere else.
+primitive in :func:`prim` and the FFI target in :func:`target`, nowhere else; FFI target
+names come from :func:`target_name` alone.
 """
 
 from __future__ import annotations
@@ -19,12 +20,37 @@ import jax
 import numpy as np
 
 from . import _klujax
-from ._compat import Primitive, apply_primitive, enable_x64, klu_effect, mlir, trace_state_clean
+from ._compat import (
+    Primitive,
+    apply_primitive,
+    enable_x64,
+    insert_pvary,
+    klu_effect,
+    mlir,
+    trace_state_clean,
+    with_operand_types,
+)
 from ._options import KLUOptions
 from ._shapes import DTYPE_SUFFIX, check_canonical
 
-for _name, _capsule in _klujax.registrations().items():
-    jax.ffi.register_ffi_target(_name, _capsule, platform="cpu")
+
+
+def target_name(op_key: str, version: int) -> str:
+    """The one naming scheme of klujax's FFI targets: ``klujax.<op>[_<dtype>].v<N>``.
+
+    ``N`` is that target's own version. A versioned target never changes meaning (its
+    operands, attributes, results and semantics): a new behaviour gets a new version and
+    the old one stays registered, so computations exported with ``jax.export`` that call
+    it keep working with later klujax releases.
+    """
+    return f"klujax.{op_key}.v{version}"
+
+
+#: every FFI target name registered with XLA (all versions)
+REGISTERED: list[str] = []
+for _op_key, _version, _capsule in _klujax.registrations():
+    REGISTERED.append(target_name(_op_key, _version))
+    jax.ffi.register_ffi_target(REGISTERED[-1], _capsule, platform="cpu")
 
 # Right-hand sides (and results) of shape (l, n_col, n_rhs) are laid out with rows
 # fastest, then right-hand sides, then batch members: each system's columns are
@@ -54,6 +80,8 @@ class OpSpec:
     per_dtype: bool = True
     #: extra trailing operands that only order the op after them (``dependency=``)
     variadic: bool = False
+    #: the FFI target version the lowering emits (see :func:`target_name`)
+    version: int = 1
     primitives: dict[str, Primitive] = field(default_factory=dict, compare=False)
 
 
@@ -140,9 +168,12 @@ def register(spec: OpSpec) -> OpSpec:
     return spec
 
 
-def target(op: str, dtype: Any) -> str:
-    """The FFI target name of ``op`` for ``dtype``."""
-    return f"klujax_{op}_{DTYPE_SUFFIX[np.dtype(dtype)]}"
+def target(spec: OpSpec, sfx: str) -> str:
+    """The FFI target a lowering of ``spec`` for dtype suffix ``sfx`` ("" if none) calls."""
+    name = target_name(f"{spec.name}_{sfx}" if sfx else spec.name, spec.version)
+    if name not in REGISTERED:  # a Python tree newer than the compiled extension
+        raise RuntimeError(f"klujax: the native extension has no FFI target {name}; rebuild it")
+    return name
 
 
 def _layouts(spec: OpSpec, n_operands: int | None = None) -> list[Any]:
@@ -166,7 +197,7 @@ def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> An
     result_layouts = [RHS_LAYOUT if len(a.shape) == 3 else None for a in out_avals]
     attrs = _attrs(params)
     rule = jax.ffi.ffi_lowering(
-        f"klujax_{spec.name}_{sfx}" if sfx else f"klujax_{spec.name}",
+        target(spec, sfx),
         operand_layouts=_layouts(spec, len(args)),
         result_layouts=result_layouts,
         has_side_effect=spec.effectful,
@@ -181,7 +212,7 @@ def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) 
     the host, solved there by the same FFI target, and copied back, so klujax works
     unchanged inside computations placed on an accelerator (at the cost of the copies).
     """
-    name = f"klujax_{spec.name}_{sfx}" if sfx else f"klujax_{spec.name}"
+    name = target(spec, sfx)
     outs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in ctx.avals_out]
     major_to_minor = lambda lay: None if lay is None else tuple(reversed(lay))  # noqa: E731
     call = jax.ffi.ffi_call(
@@ -211,6 +242,22 @@ _HOST_PLATFORMS = ("cuda", "rocm", "tpu") + (
     ("cpu",) if os.environ.get("KLUJAX_FORCE_HOST_CALLBACK") == "1" else ())
 
 
+def _abstract_eval(*avals: Any, spec: OpSpec, name: str, **params: Any) -> Any:
+    """The op's own shape rule, plus what every op shares: the operands' vma."""
+    out = spec.abstract_eval(*avals[:len(spec.operands)], spec=spec, **params)
+    return with_operand_types(name, out, avals)
+
+
+def bind(p: Primitive, *args: Any, **params: Any) -> Any:
+    """Binds a klujax primitive; under shard_map, casts the operands to one vma first.
+
+    A replicated operand (say ``Ax``) used with a sharded one (``b``) is ``pvary``-ed, so
+    that reverse mode reduces its cotangent across the mesh axis (pvary's transpose is a
+    psum), exactly as for jax.numpy's own operations.
+    """
+    return p.bind(*insert_pvary(args), **params)
+
+
 def make_primitives(spec: OpSpec) -> None:
     """Creates and registers the primitives of one op (one per dtype)."""
     suffixes = DTYPE_SUFFIX.values() if spec.per_dtype else ("",)
@@ -218,8 +265,7 @@ def make_primitives(spec: OpSpec) -> None:
         name = f"{spec.name}_{sfx}" if sfx else f"{spec.name}_p"
         p = Primitive(name)
         p.def_impl(partial(apply_primitive, p))
-        n_fixed = len(spec.operands)
-        evaluate = lambda *a, _e=partial(spec.abstract_eval, spec=spec), **k: _e(*a[:n_fixed], **k)  # noqa: E731
+        evaluate = partial(_abstract_eval, spec=spec, name=name)
         if spec.effectful:
             p.def_effectful_abstract_eval(
                 lambda *a, _e=evaluate, effect=True, **k: (_e(*a, **k), {klu_effect} if effect else set()))

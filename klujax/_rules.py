@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from ._compat import ad, batching
-from ._ops import OPS, OpSpec, prim
+from ._ops import OPS, OpSpec, bind, prim
 
 _SHARED = ("index", "index2", "symbolic")
 _LHS = ("values", "numeric")
@@ -53,15 +53,15 @@ def _dtype_of(spec: OpSpec, args: Any) -> Any:
 
 def _bind(spec: OpSpec, args: Any, **params: Any) -> Any:
     if not spec.per_dtype:
-        return spec.primitives[""].bind(*args, **params)
-    return prim(spec.name, _dtype_of(spec, args)).bind(*args, **params)
+        return bind(spec.primitives[""], *args, **params)
+    return bind(prim(spec.name, _dtype_of(spec, args)), *args, **params)
 
 
 def matvec(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, x: jax.Array, transpose: bool = False) -> jax.Array:
     """Canonical-shape ``A x`` (or ``A^T x``) through the dot primitive."""
     if transpose:
         Ai, Aj = Aj, Ai
-    return prim("dot", x.dtype).bind(Ai, Aj, Ax, x)
+    return bind(prim("dot", x.dtype), Ai, Aj, Ax, x)
 
 
 #== solve-like ops ==#
@@ -170,7 +170,7 @@ def _diagnostics_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any
         raise NotImplementedError("klujax.rcond and klujax.condest are not differentiable")
     Ai, Aj, Ax = primals
     # d log(det A) = tr(A^-1 dA) = sum_k dAx[k] (A^-T)[Ai[k], Aj[k]]
-    G = prim("inverse_entries", Ax.dtype).bind(Ai, Aj, Ax, n_col=params["n_col"],
+    G = bind(prim("inverse_entries", Ax.dtype), Ai, Aj, Ax, n_col=params["n_col"],
                                                options=params["options"])
     t = (dAx * G).sum(axis=-1)
     if jnp.iscomplexobj(Ax):  # sign = exp(i Im log det), logabsdet = Re log det

@@ -12,7 +12,7 @@ from jax.typing import ArrayLike
 
 from ._formats import SparseMatrix, is_matrix, matrix_args, require, to_coo
 from ._handles import KLUHandleManager, handle_array, warn_unowned
-from ._ops import effect_needed, handle_prim, prim
+from ._ops import bind, effect_needed, handle_prim, prim
 from ._options import KLUOptions, as_options
 from ._shapes import as_index, canonical, canonical_rhs, canonical_values as _values, compute_dtype, static_n_col
 
@@ -42,7 +42,7 @@ def _analyze(Ai: jax.Array, Aj: jax.Array, n_col: int, effect: bool, options: KL
     Aj = as_index("klujax.analyze", "Aj", Aj)
     if Ai.shape != Aj.shape:
         raise ValueError(f"klujax.analyze: Ai {Ai.shape} and Aj {Aj.shape} differ in length")
-    return handle_prim("analyze").bind(Ai, Aj, n_col=n_col, effect=effect, options=options)
+    return bind(handle_prim("analyze"), Ai, Aj, n_col=n_col, effect=effect, options=options)
 
 
 def analyze(
@@ -85,7 +85,7 @@ def analyze(
 def _factor(Ai: Any, Aj: Any, Ax: Any, sym: jax.Array, effect: bool, options: KLUOptions) -> jax.Array:
     ndim = jnp.ndim(Ax)
     Ai, Aj, Ax2 = _values("klujax.factor", Ai, Aj, Ax)
-    h = prim("factor", Ax2.dtype).bind(Ai, Aj, Ax2, sym, effect=effect, options=options)
+    h = bind(prim("factor", Ax2.dtype), Ai, Aj, Ax2, sym, effect=effect, options=options)
     return h if ndim == 2 else h.reshape(())
 
 
@@ -124,7 +124,7 @@ def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
 def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple,
               effect: bool, options: KLUOptions) -> jax.Array:
     Ai, Aj, Ax2 = _values("klujax.refactor", Ai, Aj, Ax)
-    out = prim("refactor", Ax2.dtype).bind(Ai, Aj, Ax2, num.reshape(-1), sym, *deps, effect=effect,
+    out = bind(prim("refactor", Ax2.dtype), Ai, Aj, Ax2, num.reshape(-1), sym, *deps, effect=effect,
                                            options=options)
     return out.reshape(num.shape)
 
@@ -180,7 +180,7 @@ def _solve_with_symbol(Ai: Any, Aj: Any, Ax: Any, b: Any, sym: jax.Array, transp
                        options: KLUOptions) -> jax.Array:
     fn = "klujax.tsolve_with_symbol" if transpose else "klujax.solve_with_symbol"
     Ai, Aj, Ax, b3, layout = canonical(fn, Ai, Aj, Ax, b)
-    x = prim("solve_with_symbol", Ax.dtype).bind(Ai, Aj, Ax, b3, sym, transpose=transpose,
+    x = bind(prim("solve_with_symbol", Ax.dtype), Ai, Aj, Ax, b3, sym, transpose=transpose,
                                                  retain=False, options=options)
     return layout.restore(x)
 
@@ -230,11 +230,11 @@ def _solve_with_numeric(num: jax.Array, b: Any, sym: jax.Array, transpose: bool,
         # A real factorization with a complex b: solve the two halves.
         real = compute_dtype(fn, numeric=np.zeros((), np.float64))
         p = prim("solve_with_numeric", real)
-        re = p.bind(num1, b3.real.astype(real), sym, transpose=transpose, options=options)
-        im = p.bind(num1, b3.imag.astype(real), sym, transpose=transpose, options=options)
+        re = bind(p, num1, b3.real.astype(real), sym, transpose=transpose, options=options)
+        im = bind(p, num1, b3.imag.astype(real), sym, transpose=transpose, options=options)
         return layout.restore(jax.lax.complex(re, im))
     p = prim("solve_with_numeric", out_dtype)
-    return layout.restore(p.bind(num1, b3.astype(out_dtype), sym, transpose=transpose, options=options))
+    return layout.restore(bind(p, num1, b3.astype(out_dtype), sym, transpose=transpose, options=options))
 
 
 def _numeric_solve(fn: str, numeric: Handle, b: ArrayLike, symbolic: Handle, transpose: bool,
@@ -297,7 +297,7 @@ def refactor_and_solve(
 
 @partial(jax.jit, static_argnums=(2, 3))
 def _free_jit(arr: jax.Array, deps: tuple, kind: str, effect: bool) -> jax.Array:
-    return handle_prim(f"free_{kind}").bind(arr.reshape(-1), *deps, effect=effect)
+    return bind(handle_prim(f"free_{kind}"), arr.reshape(-1), *deps, effect=effect)
 
 
 def _free(fn: str, kind: str, h: Handle, dependency: Any) -> jax.Array:

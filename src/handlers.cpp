@@ -377,35 +377,39 @@ auto FreeBinding() {  // handles, dependency... -> count
 
 }  // namespace
 
-//== Handler symbols: one line per op, expanded per dtype ==//
+//== Handler symbols: one line per op and version, expanded per dtype ==//
+// A target's version is part of its name (klujax/_ops.py: target_name) and never
+// changes meaning: a new behaviour is a new version, listed next to the old one, which
+// stays registered so that exported computations that call it keep working.
 
-#define KLUJAX_DTYPES(X, op, Op) X(op, Op, f32, F32) X(op, Op, f64, F64) \
-  X(op, Op, c64, C64) X(op, Op, c128, C128)
-#define KLUJAX_OPS(X) KLUJAX_DTYPES(X, solve, Solve) KLUJAX_DTYPES(X, dot, Dot) \
-  KLUJAX_DTYPES(X, factor, Factor) KLUJAX_DTYPES(X, refactor, Refactor)        \
-  KLUJAX_DTYPES(X, solve_with_symbol, SolveWithSymbol)                        \
-  KLUJAX_DTYPES(X, solve_with_numeric, SolveWithNumeric)                      \
-  KLUJAX_DTYPES(X, diagnostics, Diagnose)                                     \
-  KLUJAX_DTYPES(X, diagnostics_numeric, DiagnoseNumeric)                      \
-  KLUJAX_DTYPES(X, inverse_entries, InverseEntries)
+#define KLUJAX_DTYPES(X, op, Op, v) X(op, Op, v, f32, F32) X(op, Op, v, f64, F64) \
+  X(op, Op, v, c64, C64) X(op, Op, v, c128, C128)
+#define KLUJAX_OPS(X) KLUJAX_DTYPES(X, solve, Solve, 1) KLUJAX_DTYPES(X, dot, Dot, 1) \
+  KLUJAX_DTYPES(X, factor, Factor, 1) KLUJAX_DTYPES(X, refactor, Refactor, 1)        \
+  KLUJAX_DTYPES(X, solve_with_symbol, SolveWithSymbol, 1)                           \
+  KLUJAX_DTYPES(X, solve_with_numeric, SolveWithNumeric, 1)                         \
+  KLUJAX_DTYPES(X, diagnostics, Diagnose, 1)                                        \
+  KLUJAX_DTYPES(X, diagnostics_numeric, DiagnoseNumeric, 1)                         \
+  KLUJAX_DTYPES(X, inverse_entries, InverseEntries, 1)
 
-#define KLUJAX_DEFINE(op, Op, sfx, DT) \
-  XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_##op##_##sfx, Op##Impl<ffi::DT>, Op##Binding<ffi::DT>());
+#define KLUJAX_DEFINE(op, Op, v, sfx, DT)                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_##op##_##sfx##_v##v, Op##Impl<ffi::DT>, \
+                                Op##Binding<ffi::DT>());
 KLUJAX_OPS(KLUJAX_DEFINE)
 #undef KLUJAX_DEFINE
-XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_analyze, AnalyzeImpl, AnalyzeBinding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_free_symbolic, FreeImpl<false>, FreeBinding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_free_numeric, FreeImpl<true>, FreeBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_analyze_v1, AnalyzeImpl, AnalyzeBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_free_symbolic_v1, FreeImpl<false>, FreeBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(klujax_free_numeric_v1, FreeImpl<true>, FreeBinding());
 
-std::vector<std::pair<std::string, void*>> registrations() {
-  std::vector<std::pair<std::string, void*>> out;
-#define KLUJAX_REGISTER(op, Op, sfx, DT) \
-  out.emplace_back("klujax_" #op "_" #sfx, reinterpret_cast<void*>(klujax_##op##_##sfx));
+std::vector<Target> registrations() {
+  std::vector<Target> out;
+#define KLUJAX_REGISTER(op, Op, v, sfx, DT) \
+  out.push_back({#op "_" #sfx, v, reinterpret_cast<void*>(klujax_##op##_##sfx##_v##v)});
   KLUJAX_OPS(KLUJAX_REGISTER)
 #undef KLUJAX_REGISTER
-  out.emplace_back("klujax_analyze", reinterpret_cast<void*>(klujax_analyze));
-  out.emplace_back("klujax_free_symbolic", reinterpret_cast<void*>(klujax_free_symbolic));
-  out.emplace_back("klujax_free_numeric", reinterpret_cast<void*>(klujax_free_numeric));
+  out.push_back({"analyze", 1, reinterpret_cast<void*>(klujax_analyze_v1)});
+  out.push_back({"free_symbolic", 1, reinterpret_cast<void*>(klujax_free_symbolic_v1)});
+  out.push_back({"free_numeric", 1, reinterpret_cast<void*>(klujax_free_numeric_v1)});
   return out;
 }
 

@@ -5,6 +5,14 @@
 #include <vector>
 
 namespace klujax {
-// (target name, XLA_FFI_Handler*) for every FFI target this library defines.
-std::vector<std::pair<std::string, void*>> registrations();
+// One FFI target: an op key ("solve_f64", "analyze"), its version and its
+// XLA_FFI_Handler*. klujax/_ops.py names it klujax.<op>.v<version>.
+struct Target {
+  std::string op;
+  int version;
+  void* handler;
+};
+
+// Every FFI target this library defines, old versions included.
+std::vector<Target> registrations();
 }  // namespace klujax

@@ -60,11 +60,12 @@ py::dict lu(Ints ai, Ints aj, py::array_t<S, py::array::c_style | py::array::for
 
 PYBIND11_MODULE(_klujax, m) {
   m.doc() = "klujax native backend: XLA FFI handlers over SuiteSparse KLU";
-  m.def("registrations", [] {
-    py::dict d;
-    for (auto& [name, fn] : klujax::registrations())
-      d[py::str(name)] = encapsulate(reinterpret_cast<XLA_FFI_Handler*>(fn));
-    return d;
+  m.def("registrations", [] {  // [(op, version, capsule)]; names are made in klujax/_ops.py
+    py::list out;
+    for (auto& t : klujax::registrations())
+      out.append(py::make_tuple(t.op, t.version,
+                                encapsulate(reinterpret_cast<XLA_FFI_Handler*>(t.handler))));
+    return out;
   });
   m.def("cache_info", [] {
     auto i = klujax::Cache::instance().info();

@@ -17,6 +17,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # make `import helpers` work everywhere
 
+# tests/multidevice needs several (forced host) devices, fixed before jax starts: the
+# main run has one, and tests/test_multidevice.py runs that directory in its own process.
+collect_ignore = ([] if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "")
+                  else ["multidevice"])
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "x64_off: run the test with jax_enable_x64 disabled")
