@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from . import _rules  # noqa: F401  (registers the rules)
+from . import _partition, _rules  # noqa: F401  (register the rules and the partitioners)
 from ._formats import SparseMatrix, matrix_args, require
 from ._ops import bind, prim
 from ._options import KLUOptions, as_options

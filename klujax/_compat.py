@@ -98,22 +98,37 @@ def insert_pvary(args: Sequence[Any]) -> list[Any]:
             for a, v in zip(args, vmas)]
 
 
-def with_operand_types(name: str, out: Any, avals: Sequence[Any]) -> Any:
-    """``out`` (a plain ShapedArray) given the operands' vma; they must agree."""
+def _spec(aval: Any) -> tuple:
+    spec = getattr(getattr(aval, "sharding", None), "spec", None)
+    return tuple(spec) if spec is not None else ()
+
+
+def explicit_spec(aval: Any, dim: int) -> Any:
+    """The mesh axes of ``aval``'s dimension ``dim`` in its type (explicit sharding), or None."""
+    spec = _spec(aval)
+    return spec[dim] if dim < len(spec) else None
+
+
+def with_operand_types(name: str, out: Any, avals: Sequence[Any], out_spec: Sequence[Any] = ()) -> Any:
+    """``out`` (a plain ShapedArray) typed like its operands: their vma (which must agree)
+    and, for explicitly sharded operands (sharding in types), the sharding ``out_spec``."""
     vmas = [vma(a) for a in avals]
     union = frozenset().union(*vmas)
-    if not union:
+    explicit = any(e is not None for e in out_spec)
+    if not union and not explicit:
         return out
     if any(v != union for v in vmas):
         raise ValueError(
             f"{name}: operands vary over different manual mesh axes ({[set(v) for v in vmas]}); "
             "bind klujax primitives through klujax's functions, which insert jax.lax.pvary")
-    like = next(a for a in avals if vma(a) == union)
-    sharding = _NamedSharding(like.sharding.mesh, _P(*([None] * len(out.shape))))
+    alike = [a for a in avals if vma(a) == union]
+    like = next((a for a in alike if _spec(a) and not a.sharding.mesh.empty), alike[0])
+    spec = [*out_spec, *[None] * (len(out.shape) - len(out_spec))][:len(out.shape)]
+    sharding = _NamedSharding(like.sharding.mesh, _P(*spec))
     return like.update(shape=out.shape, dtype=out.dtype, weak_type=False, sharding=sharding)
 
 
-__all__ += ["insert_pvary", "typeof", "vma", "with_operand_types"]
+__all__ += ["explicit_spec", "insert_pvary", "typeof", "vma", "with_operand_types"]
 
 
 try:  # public with check_vma from jax 0.7; jax.experimental (check_rep) before
@@ -132,3 +147,90 @@ except ImportError:  # pragma: no cover (jax 0.6)
                               check_rep=check)
 
 __all__ += ["shard_map"]
+
+
+#== custom call partitioning (klujax/_partition.py) ==#
+# The machinery under jax.experimental.custom_partitioning, the same from jax 0.6 to 0.10.
+
+from jax._src import sharding_impls as _sharding_impls  # noqa: E402
+from jax._src.lib import xla_client as xc  # noqa: E402
+from jax._src.lib.mlir import ir  # noqa: E402
+
+
+def multi_device_lowering(ctx: Any) -> bool:
+    """Whether a lowering is for a computation that XLA will partition (several devices)."""
+    axis_context = ctx.module_context.axis_context
+    return (isinstance(axis_context, _sharding_impls.ShardingContext)
+            and axis_context.num_devices > 1)
+
+
+def use_shardy() -> bool:
+    return bool(getattr(jax.config, "jax_use_shardy_partitioner", False))
+
+
+def hlo_sharding(tiles: list[int], replicas: int, devices: list[int]) -> Any:
+    """An HloSharding tiling the dimensions ``tiles`` ways, each tile on ``replicas`` devices."""
+    op = xc.OpSharding()
+    op.type = xc.OpSharding.Type.OTHER
+    op.tile_assignment_dimensions = list(tiles) + ([replicas] if replicas > 1 else [])
+    op.tile_assignment_devices = list(devices)
+    op.replicate_on_last_tile_dim = replicas > 1
+    return xc.HloSharding.from_proto(op)
+
+
+def build_partitioned_module(closed_jaxpr: Any) -> bytes:
+    """The per-device computation a custom call partitioner returns, as MLIR bytecode."""
+    from jax._src.interpreters import mlir as _mlir
+
+    module = _mlir.build_mlir_module_helper(
+        closed_jaxpr, name="klujax_partitioned", platforms=["cpu"], backend=None,
+        axis_context=_sharding_impls.ShardingContext(1))
+    return _mlir.module_to_bytecode(module)
+
+
+def _is(a: Any, cls: Any) -> bool:
+    check = getattr(cls, "isinstance", None)  # older MLIR bindings: Cls.isinstance(attr)
+    return bool(check(a)) if check is not None else isinstance(a, cls)
+
+
+def decode_ffi_attributes(backend_config: bytes | str) -> dict[str, Any]:
+    """The attributes of an FFI custom call (HLO keeps them as an MLIR dictionary)."""
+    import numpy as np
+
+    text = backend_config.decode() if isinstance(backend_config, bytes) else backend_config
+    out: dict[str, Any] = {}
+    with mlir.make_ir_context():
+        attrs = ir.DictAttr(ir.Attribute.parse(text))
+        for i in range(len(attrs)):
+            named = attrs[i]
+            a = named.attr
+            if _is(a, ir.BoolAttr):
+                v: Any = ir.BoolAttr(a).value
+            elif _is(a, ir.IntegerAttr):
+                v = ir.IntegerAttr(a).value
+            elif _is(a, ir.FloatAttr):
+                v = ir.FloatAttr(a).value
+            elif _is(a, ir.DenseFPElementsAttr):
+                v = np.array(ir.DenseFPElementsAttr(a))
+            else:
+                raise ValueError(f"klujax: cannot decode FFI attribute {named.name} = {a}")
+            out[named.name] = v
+    return out
+
+
+def sdy_rule_attribute(operands: tuple, results: tuple, need_replication: tuple,
+                       operand_types: list, result_types: list) -> Any:
+    """An ``sdy.sharding_rule`` attribute (Shardy's sharding propagation rule)."""
+    from jax._src.custom_partitioning_sharding_rule import SdyShardingRule, sdy_sharding_rule_to_mlir
+
+    import inspect
+
+    if "need_replication_factors" in inspect.signature(SdyShardingRule).parameters:
+        rule = SdyShardingRule(operands, results, need_replication_factors=need_replication)
+    else:  # jax 0.6: no factor kinds (and Shardy is off by default); the partitioner
+        rule = SdyShardingRule(operands, results)  # still replicates what it must
+    return sdy_sharding_rule_to_mlir(rule, operand_types, result_types)
+
+
+__all__ += ["build_partitioned_module", "decode_ffi_attributes", "hlo_sharding",
+            "multi_device_lowering", "sdy_rule_attribute", "use_shardy", "xc"]

@@ -24,10 +24,14 @@ from ._compat import (
     Primitive,
     apply_primitive,
     enable_x64,
+    explicit_spec,
     insert_pvary,
     klu_effect,
     mlir,
+    multi_device_lowering,
+    sdy_rule_attribute,
     trace_state_clean,
+    use_shardy,
     with_operand_types,
 )
 from ._options import KLUOptions
@@ -82,6 +86,9 @@ class OpSpec:
     variadic: bool = False
     #: the FFI target version the lowering emits (see :func:`target_name`)
     version: int = 1
+    #: what each result dimension is, for partitioning: "L" the batch (n_lhs), "R" the
+    #: right-hand sides, None a dimension every device needs whole (klujax._partition)
+    result_dims: tuple[str | None, ...] = ()
     primitives: dict[str, Primitive] = field(default_factory=dict, compare=False)
 
 
@@ -155,9 +162,9 @@ def _values_eval(Ai: Any, Aj: Any, Ax: Any, *, spec: OpSpec, n_col: int, **param
     return _aval((Ax.shape[0], width), Ax.dtype)
 
 
-def _numeric_diag_eval(num: Any, *, spec: OpSpec, **params: Any) -> Any:
+def _numeric_diag_eval(num: Any, *, spec: OpSpec, dtype: Any, **params: Any) -> Any:
     _check_handle(spec, "numeric", num, 1)
-    return _aval((num.shape[0], 2), jax.dtypes.canonicalize_dtype(np.float64))
+    return _aval((num.shape[0], 2), np.empty(0, dtype).real.dtype)  # the primitive's real dtype
 
 
 OPS: dict[str, OpSpec] = {}
@@ -202,7 +209,25 @@ def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> An
         result_layouts=result_layouts,
         has_side_effect=spec.effectful,
     )
-    return rule(ctx, *args, **attrs)
+    results = rule(ctx, *args, **attrs)
+    if use_shardy() and multi_device_lowering(ctx):
+        _add_sdy_rule(ctx, spec, args, results)
+    return results
+
+
+def _add_sdy_rule(ctx: Any, spec: OpSpec, args: Any, results: Any) -> None:
+    """Shardy's sharding propagation rule for the call (see klujax/_partition.py)."""
+    avals = [*ctx.avals_in, *ctx.avals_out]
+    if not all(isinstance(d, int) for a in avals for d in a.shape):
+        return  # symbolic shapes: no partitioning
+    from ._partition import sdy_rule
+
+    operands, result, need = sdy_rule(spec, [tuple(a.shape) for a in ctx.avals_in],
+                                      tuple(ctx.avals_out[0].shape))
+    op = results[0].owner
+    op = getattr(op, "operation", op)
+    op.attributes["sdy.sharding_rule"] = sdy_rule_attribute(
+        operands, result, need, [a.type for a in args], [r.type for r in results])
 
 
 def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> Any:
@@ -242,10 +267,46 @@ _HOST_PLATFORMS = ("cuda", "rocm", "tpu") + (
     ("cpu",) if os.environ.get("KLUJAX_FORCE_HOST_CALLBACK") == "1" else ())
 
 
-def _abstract_eval(*avals: Any, spec: OpSpec, name: str, **params: Any) -> Any:
-    """The op's own shape rule, plus what every op shares: the operands' vma."""
-    out = spec.abstract_eval(*avals[:len(spec.operands)], spec=spec, **params)
-    return with_operand_types(name, out, avals)
+#: the meaning of each dimension of an operand, by role: "L" the batch (n_lhs), "R" the
+#: right-hand sides, None a dimension every device needs whole (see klujax._partition)
+ROLE_DIMS = {"index": (None,), "index2": (None,), "values": ("L", None),
+             "rhs": ("L", None, "R"), "numeric": ("L",), "symbolic": ()}
+
+
+def labels(spec: OpSpec, in_shapes: Any, out_shape: tuple) -> tuple[list, tuple]:
+    """The factor ("L", "R" or None) of each dimension of each operand and of the result.
+
+    Ordering-only operands (``dependency=``) get None instead of a tuple. A batch
+    dimension of size 1 is broadcast, so it is not the L factor.
+    """
+    def of(dims: tuple, shape: tuple) -> tuple:
+        if len(dims) != len(shape):  # e.g. a symbolic handle flattened to (1,) for free
+            return (None,) * len(shape)
+        return tuple(None if f == "L" and shape[d] == 1 else f for d, f in enumerate(dims))
+
+    ins = [of(ROLE_DIMS[spec.operands[i]], tuple(shape)) if i < len(spec.operands) else None
+           for i, shape in enumerate(in_shapes)]
+    return ins, of(spec.result_dims, tuple(out_shape))
+
+
+def _out_spec(spec: OpSpec, avals: Any, out: Any) -> list[Any]:
+    """The result's sharding in types, from explicitly sharded operands' L and R dimensions
+    (numeric handles first: they never move)."""
+    ins, res = labels(spec, [a.shape for a in avals], out.shape)
+    order = sorted(range(len(spec.operands)), key=lambda i: spec.operands[i] != "numeric")
+    axes = {}
+    for i in order:
+        for d, f in enumerate(ins[i]):
+            if f and f not in axes and explicit_spec(avals[i], d) is not None:
+                axes[f] = explicit_spec(avals[i], d)
+    return [axes.get(f) if f else None for f in res]
+
+
+def _abstract_eval(*avals: Any, spec: OpSpec, name: str, dtype: Any, **params: Any) -> Any:
+    """The op's own shape rule, plus what every op shares: the operands' vma and the
+    batch sharding of explicitly sharded operands."""
+    out = spec.abstract_eval(*avals[:len(spec.operands)], spec=spec, dtype=dtype, **params)
+    return with_operand_types(name, out, avals, _out_spec(spec, avals, out))
 
 
 def bind(p: Primitive, *args: Any, **params: Any) -> Any:
@@ -265,7 +326,8 @@ def make_primitives(spec: OpSpec) -> None:
         name = f"{spec.name}_{sfx}" if sfx else f"{spec.name}_p"
         p = Primitive(name)
         p.def_impl(partial(apply_primitive, p))
-        evaluate = partial(_abstract_eval, spec=spec, name=name)
+        dtype = next((d for d, x in DTYPE_SUFFIX.items() if x == sfx), np.dtype(np.float64))
+        evaluate = partial(_abstract_eval, spec=spec, name=name, dtype=dtype)
         if spec.effectful:
             p.def_effectful_abstract_eval(
                 lambda *a, _e=evaluate, effect=True, **k: (_e(*a, **k), {klu_effect} if effect else set()))
@@ -284,28 +346,30 @@ def prim(op: str, dtype: Any) -> Primitive:
 
 _IJ = ("index", "index2")
 _OPT = "options"  # a KLUOptions, passed to the handler as one f64 array attribute
+_LNR = ("L", None, "R")  # results (n_lhs, n_col, n_rhs)
 SOLVE = register(OpSpec("solve", (*_IJ, "values", "rhs"), _rhs_like_eval,
-                        params=("transpose", "retain", _OPT), variadic=True))
-DOT = register(OpSpec("dot", (*_IJ, "values", "rhs"), _rhs_like_eval))
+                        params=("transpose", "retain", _OPT), variadic=True, result_dims=_LNR))
+DOT = register(OpSpec("dot", (*_IJ, "values", "rhs"), _rhs_like_eval, result_dims=_LNR))
 ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col", _OPT), effectful=True,
                           per_dtype=False))
 FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, params=(_OPT,),
-                         effectful=True))
+                         effectful=True, result_dims=("L",)))
 REFACTOR = register(OpSpec("refactor", (*_IJ, "values", "numeric", "symbolic"), _factor_eval,
-                           params=(_OPT,), effectful=True, variadic=True))
+                           params=(_OPT,), effectful=True, variadic=True, result_dims=("L",)))
 SOLVE_WITH_SYMBOL = register(OpSpec("solve_with_symbol", (*_IJ, "values", "rhs", "symbolic"),
                                     _rhs_like_eval, params=("transpose", "retain", _OPT),
-                                    variadic=True))
+                                    variadic=True, result_dims=_LNR))
 SOLVE_WITH_NUMERIC = register(OpSpec("solve_with_numeric", ("numeric", "rhs", "symbolic"),
-                                     _numeric_solve_eval, params=("transpose", _OPT)))
+                                     _numeric_solve_eval, params=("transpose", _OPT),
+                                     result_dims=_LNR))
 #: what = 0: rcond, 1: condest, 2: slogdet (sign, log|det|); result (la, 2)
 DIAGNOSTICS = register(OpSpec("diagnostics", (*_IJ, "values"), _values_eval,
-                              params=("n_col", "what", _OPT)))
+                              params=("n_col", "what", _OPT), result_dims=("L", None)))
 DIAGNOSTICS_NUMERIC = register(OpSpec("diagnostics_numeric", ("numeric",), _numeric_diag_eval,
-                                      params=("what",)))
+                                      params=("what",), result_dims=("L", None)))
 #: A^-T at the pattern (the gradient of log|det A| w.r.t. Ax); result (la, n_nz)
 INVERSE_ENTRIES = register(OpSpec("inverse_entries", (*_IJ, "values"), _values_eval,
-                                  params=("n_col", _OPT)))
+                                  params=("n_col", _OPT), result_dims=("L", None)))
 FREE_SYMBOLIC = register(OpSpec("free_symbolic", ("symbolic",), _free_eval, effectful=True,
                                 per_dtype=False, variadic=True))
 FREE_NUMERIC = register(OpSpec("free_numeric", ("numeric",), _free_eval, effectful=True,

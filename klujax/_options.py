@@ -87,6 +87,16 @@ class KLUOptions:
                          self.check, self.refine, self.target], dtype=np.float64)
 
 
+    @classmethod
+    def from_attribute(cls, a: np.ndarray) -> KLUOptions:
+        """The inverse of :meth:`as_attribute` (used to re-lower a partitioned call)."""
+        a = np.broadcast_to(np.asarray(a, np.float64), (7,))  # a splat prints as one value
+        orderings = {v: k for k, v in _ORDERINGS.items()}
+        scales = {v: k for k, v in _SCALES.items()}
+        return cls(tol=float(a[0]), ordering=orderings[int(a[1])], scale=scales[int(a[2])],
+                   btf=bool(a[3]), check=bool(a[4]), refine=int(a[5]), target=float(a[6]))
+
+
 DEFAULT_OPTIONS = KLUOptions()
 
 

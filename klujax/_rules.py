@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._compat import ad, batching
+from ._compat import ad, batching, explicit_spec, typeof
 from ._ops import OPS, OpSpec, bind, prim
 
 _SHARED = ("index", "index2", "symbolic")
@@ -199,6 +199,28 @@ def _shared_batched_error(spec: OpSpec, dims: Any) -> None:
                 "numeric handles instead.")
 
 
+def _lhs_sharded_inside(x: jax.Array) -> bool:
+    """Whether (B, l, ...) is explicitly sharded along l but not along the vmapped B.
+
+    A reshape of (B, l) into B * l keeps a sharding of B (the major dimension) but not
+    one of l alone, so such a batch is folded l-major instead.
+    """
+    aval = typeof(x)
+    return explicit_spec(aval, 0) is None and explicit_spec(aval, 1) is not None
+
+
+def _merge(x: jax.Array, swap: bool) -> jax.Array:
+    """(B, l, ...) -> (B * l, ...), or l-major (l * B, ...) with ``swap``."""
+    return (jnp.swapaxes(x, 0, 1) if swap else x).reshape(-1, *x.shape[2:])
+
+
+def _unmerge(x: jax.Array, B: int, l: int, swap: bool) -> jax.Array:
+    """The inverse of :func:`_merge`: (B * l, ...) or (l * B, ...) -> (B, l, ...)."""
+    if swap:
+        return jnp.swapaxes(x.reshape(l, B, *x.shape[1:]), 0, 1)
+    return x.reshape(B, l, *x.shape[1:])
+
+
 def _batch_by_loop(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     """Batched indices (solve/dot only): each member has its own pattern; loop."""
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
@@ -232,12 +254,13 @@ def _batch_solve_like(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> A
     if la == 1 and lb > 1:  # one matrix per batch member: fold b's n_lhs into n_rhs
         x = bind(V.reshape(B, *core), b.transpose(0, 2, 1, 3).reshape(Bb, n, lb * r))
         return x.reshape(B, n, lb, r).transpose(0, 2, 1, 3), 0
+    swap = _lhs_sharded_inside(V)
     if lb == 1 and Bb == 1:
         bf = b.reshape(1, n, r)  # the driver broadcasts it over every member
     else:
-        bf = jnp.broadcast_to(b, (B, la, n, r)).reshape(B * la, n, r)
-    x = bind(V.reshape(B * la, *core), bf)
-    return x.reshape(B, la, n, r), 0
+        bf = _merge(jnp.broadcast_to(b, (B, la, n, r)), swap)
+    x = bind(_merge(V, swap), bf)
+    return _unmerge(x, B, la, swap), 0
 
 
 def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
@@ -248,8 +271,9 @@ def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     if spec.name == "factor":
         Ax = jnp.moveaxis(Ax, dAx, 0)
         B, la, nnz = Ax.shape
-        new[vi] = Ax.reshape(B * la, nnz)
-        return _bind(spec, new, **params).reshape(B, la), 0
+        swap = _lhs_sharded_inside(Ax)
+        new[vi] = _merge(Ax, swap)
+        return _unmerge(_bind(spec, new, **params), B, la, swap), 0
     ni = _pos(spec, "numeric")
     num, dnum = args[ni], dims[ni]
     if dnum is None:
@@ -263,8 +287,9 @@ def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     else:
         Ax = jnp.moveaxis(Ax, dAx, 0)
     Ax = jnp.broadcast_to(Ax, (B, ln, Ax.shape[-1]))
-    new[vi], new[ni] = Ax.reshape(B * ln, -1), num.reshape(B * ln)
-    return _bind(spec, new, **params).reshape(B, ln), 0
+    swap = _lhs_sharded_inside(num)
+    new[vi], new[ni] = _merge(Ax, swap), _merge(num, swap)
+    return _unmerge(_bind(spec, new, **params), B, ln, swap), 0
 
 
 def _batch_values(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:

@@ -13,8 +13,9 @@ PAGE = pathlib.Path(__file__).parents[2] / "docs" / "scaling_out.md"
 
 def blocks() -> list[str]:
     text = PAGE.read_text()
-    # a block right after "<!-- not run here -->" is shown, not run (e.g. multi-process)
-    return [m.group(2) for m in re.finditer(r"(<!-- not run here -->\n)?```python\n(.*?)```", text, re.S)
+    # a block right after "<!-- script: ... -->" is a whole program of its own
+    # (tests/test_multiprocess.py runs it), not part of the page's running example
+    return [m.group(2) for m in re.finditer(r"(<!-- script: \w+ -->\n)?```python\n(.*?)```", text, re.S)
             if not m.group(1)]
 
 
