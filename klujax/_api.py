@@ -18,9 +18,13 @@ from ._shapes import as_index, canonical
 
 
 @partial(jax.jit, static_argnames="options")
-def _solve(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, b: jax.Array, options: KLUOptions) -> jax.Array:
+def _solve(
+    Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, b: jax.Array, options: KLUOptions
+) -> jax.Array:
     Ai, Aj, Ax, b3, layout = canonical("klujax.solve", Ai, Aj, Ax, b)
-    x = bind(prim("solve", Ax.dtype), Ai, Aj, Ax, b3, transpose=False, retain=False, options=options)
+    x = bind(
+        prim("solve", Ax.dtype), Ai, Aj, Ax, b3, transpose=False, retain=False, options=options
+    )
     return layout.restore(x)
 
 
@@ -38,8 +42,12 @@ def _host_checks(fn: str, Ai: Any, Aj: Any) -> None:
 
 
 def solve(
-    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
-    b: ArrayLike | None = None, *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
+    b: ArrayLike | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> jax.Array:
     """Solve ``A x = b`` for a sparse ``A`` given in COO form, with KLU.
 
@@ -77,7 +85,9 @@ def solve(
 
 
 def dot(
-    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
     x: ArrayLike | None = None,
 ) -> jax.Array:
     """Multiply ``A x`` for a sparse ``A`` given in COO form (or ``dot(A, x)``).
@@ -116,7 +126,13 @@ def coalesce(
     # Concrete indices (NumPy, or jax arrays closed over inside jit) are worked out with
     # NumPy, so the output size is known; traced ones need `size`.
     traced = isinstance(Ai, jax.core.Tracer) or isinstance(Aj, jax.core.Tracer)
-    xp = jnp if traced else np
+    return _coalesce(fn, traced, Ai, Aj, Ax, size)
+
+
+def _coalesce(
+    fn: str, traced: bool, Ai: Any, Aj: Any, Ax: Any, size: int | None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    xp: Any = jnp if traced else np
     Ai = xp.asarray(Ai)
     Aj = xp.asarray(Aj)
     Ax = jnp.asarray(Ax)
@@ -124,16 +140,22 @@ def coalesce(
         if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
             raise TypeError(f"{fn}: {name} must be a 1D integer array, got {idx.dtype}{idx.shape}")
     if Ax.ndim not in (1, 2) or Ai.shape != Aj.shape or Ax.shape[-1] != Ai.shape[0]:
-        raise ValueError(f"{fn}: expected Ai, Aj (n_nz,) and Ax (..., n_nz), got "
-                         f"{Ai.shape}, {Aj.shape}, {Ax.shape}")
+        raise ValueError(
+            f"{fn}: expected Ai, Aj (n_nz,) and Ax (..., n_nz), got "
+            f"{Ai.shape}, {Aj.shape}, {Ax.shape}"
+        )
     order = xp.lexsort((Aj, Ai))
     si, sj = Ai[order], Aj[order]
-    new = xp.concatenate([xp.ones(min(1, si.shape[0]), bool), (si[1:] != si[:-1]) | (sj[1:] != sj[:-1])])
+    new = xp.concatenate(
+        [xp.ones(min(1, si.shape[0]), bool), (si[1:] != si[:-1]) | (sj[1:] != sj[:-1])]
+    )
     seg = xp.cumsum(new) - 1
     if size is None:
         if traced:
-            raise ValueError(f"{fn}: Ai/Aj are traced, so the number of unique entries is "
-                             "unknown: pass size=... (or close over concrete indices)")
+            raise ValueError(
+                f"{fn}: Ai/Aj are traced, so the number of unique entries is "
+                "unknown: pass size=... (or close over concrete indices)"
+            )
         size = int(new.sum())
     slot = xp.where(seg < size, seg, size)  # out of bounds: dropped by mode="drop"
     idx_dtype = jax.dtypes.canonicalize_dtype(Ai.dtype)  # int64 -> int32 with x64 off

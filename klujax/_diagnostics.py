@@ -22,8 +22,9 @@ RCOND, CONDEST, SLOGDET = 0, 1, 2
 
 
 @partial(jax.jit, static_argnames=("fn", "n_col", "what", "options"))
-def _diagnose(Ai: Any, Aj: Any, Ax: Any, *, fn: str, n_col: int, what: int,
-              options: KLUOptions) -> jax.Array:
+def _diagnose(
+    Ai: Any, Aj: Any, Ax: Any, *, fn: str, n_col: int, what: int, options: KLUOptions
+) -> jax.Array:
     ndim = jnp.ndim(Ax)
     Ai, Aj, Ax2 = canonical_values(fn, Ai, Aj, Ax)
     out = bind(prim("diagnostics", Ax2.dtype), Ai, Aj, Ax2, n_col=n_col, what=what, options=options)
@@ -37,8 +38,9 @@ def _diagnose_numeric(num: jax.Array, what: int) -> jax.Array:
     return out[:, 0].reshape(num.shape)
 
 
-def _estimate(fn: str, what: int, Ai: Any, Aj: Any, Ax: Any, n_col: Any,
-              options: KLUOptions | None) -> jax.Array:
+def _estimate(
+    fn: str, what: int, Ai: Any, Aj: Any, Ax: Any, n_col: Any, options: KLUOptions | None
+) -> jax.Array:
     if isinstance(Ai, KLUHandleManager) or (Aj is None and getattr(Ai, "dtype", None) == np.uint64):
         if Aj is not None or Ax is not None or n_col is not None:
             raise TypeError(f"{fn}: pass either a numeric handle alone or (Ai, Aj, Ax, n_col)")
@@ -46,15 +48,19 @@ def _estimate(fn: str, what: int, Ai: Any, Aj: Any, Ax: Any, n_col: Any,
     Ai, Aj, Ax, n_col = matrix_args(fn, (Ai, Aj, Ax, n_col), 0, n_col=True)
     if Aj is None or Ax is None or n_col is None:
         raise TypeError(f"{fn}: expected (Ai, Aj, Ax, n_col), a sparse matrix, or a numeric handle")
-    out = _diagnose(Ai, Aj, Ax, fn=fn, n_col=static_n_col(fn, n_col), what=what,
-                    options=as_options(fn, options))
+    out = _diagnose(
+        Ai, Aj, Ax, fn=fn, n_col=static_n_col(fn, n_col), what=what, options=as_options(fn, options)
+    )
     return out[..., 0].real
 
 
 def rcond(
-    Ai: ArrayLike | SparseMatrix | KLUHandleManager, Aj: ArrayLike | None = None,
+    Ai: ArrayLike | SparseMatrix | KLUHandleManager,
+    Aj: ArrayLike | None = None,
     Ax: ArrayLike | None = None,
-    n_col: int | None = None, *, options: KLUOptions | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> jax.Array:
     """KLU's cheap reciprocal pivot ratio ``min |u_kk| / max |u_kk|`` of ``A``'s LU factors.
 
@@ -79,9 +85,12 @@ def rcond(
 
 
 def condest(
-    Ai: ArrayLike | SparseMatrix | KLUHandleManager, Aj: ArrayLike | None = None,
+    Ai: ArrayLike | SparseMatrix | KLUHandleManager,
+    Aj: ArrayLike | None = None,
     Ax: ArrayLike | None = None,
-    n_col: int | None = None, *, options: KLUOptions | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> jax.Array:
     """KLU's estimate of the 1-norm condition number ``||A||_1 ||A^-1||_1`` (``klu_condest``).
 
@@ -103,8 +112,12 @@ def condest(
 
 
 def slogdet(
-    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
-    n_col: int | None = None, *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Sign and natural log of ``|det A|``, like ``jax.numpy.linalg.slogdet``.
 
@@ -131,8 +144,15 @@ def slogdet(
     fn = "klujax.slogdet"
     Ai, Aj, Ax, n_col = matrix_args(fn, (Ai, Aj, Ax, n_col), 0, n_col=True)
     require(fn, Aj=Aj, Ax=Ax, n_col=n_col)
-    out = _diagnose(Ai, Aj, Ax, fn=fn, n_col=static_n_col(fn, n_col), what=SLOGDET,
-                    options=as_options(fn, options))
+    out = _diagnose(
+        Ai,
+        Aj,
+        Ax,
+        fn=fn,
+        n_col=static_n_col(fn, n_col),
+        what=SLOGDET,
+        options=as_options(fn, options),
+    )
     return out[..., 0], out[..., 1].real
 
 
@@ -156,8 +176,12 @@ class KLUFactors(NamedTuple):
 
 
 def lu(
-    Ai: ArrayLike | SparseMatrix, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
-    n_col: int | None = None, *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> KLUFactors:
     """The factors KLU computes for one matrix: ``(A / R[:, None])[P][:, Q] = L @ U + F``.
 
@@ -192,8 +216,10 @@ def lu(
     aj = np.asarray(as_index(fn, "Aj", Aj), np.int32)
     ax = np.asarray(Ax)
     if ax.ndim != 1 or ai.shape != ax.shape or aj.shape != ax.shape:
-        raise ValueError(f"{fn}: expected Ai, Aj, Ax of one shape (n_nz,) (one matrix), got "
-                         f"{ai.shape}, {aj.shape}, {ax.shape}")
+        raise ValueError(
+            f"{fn}: expected Ai, Aj, Ax of one shape (n_nz,) (one matrix), got "
+            f"{ai.shape}, {aj.shape}, {ax.shape}"
+        )
     cplx = np.issubdtype(ax.dtype, np.complexfloating)
     ax = np.ascontiguousarray(ax, np.complex128 if cplx else np.float64)
     f = _klujax.lu(ai, aj, ax, n, opts.as_attribute())
@@ -210,5 +236,8 @@ def lu(
         L=matrix(f["Lp"], f["Li"], f["Lx"]),
         U=matrix(f["Up"], f["Ui"], f["Ux"]),
         F=matrix(f["Fp"], f["Fi"], f["Fx"]),
-        P=f["P"], Q=f["Q"], R=R, blocks=f["R"],
+        P=f["P"],
+        Q=f["Q"],
+        R=R,
+        blocks=f["R"],
     )

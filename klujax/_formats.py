@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
 #: a BCOO, a BCSR or a scipy.sparse matrix/array (for type hints; checked at run time)
 SparseMatrix: TypeAlias = Any
 
@@ -70,14 +69,20 @@ def to_coo(fn: str, A: Any) -> tuple[Any, Any, Any, int]:
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"{fn}: A must be a square matrix, got shape {A.shape}")
         c = A.tocoo()
-        return (np.asarray(c.row, np.int64), np.asarray(c.col, np.int64), np.asarray(c.data),
-                int(A.shape[0]))
+        return (
+            np.asarray(c.row, np.int64),
+            np.asarray(c.col, np.int64),
+            np.asarray(c.data),
+            int(A.shape[0]),
+        )
     sparse = _sparse_module()
     if A.n_dense:
         raise ValueError(f"{fn}: A must have no dense dimensions, got n_dense={A.n_dense}")
     if A.n_batch > 1 or A.ndim - A.n_batch != 2:
-        raise ValueError(f"{fn}: A must be (n, n) or (n_lhs, n, n) with n_batch <= 1, got shape "
-                         f"{A.shape} with n_batch={A.n_batch}")
+        raise ValueError(
+            f"{fn}: A must be (n, n) or (n_lhs, n, n) with n_batch <= 1, got shape "
+            f"{A.shape} with n_batch={A.n_batch}"
+        )
     n, m = A.shape[-2:]
     if n != m:
         raise ValueError(f"{fn}: A must be square, got shape {A.shape}")
@@ -89,8 +94,9 @@ def to_coo(fn: str, A: Any) -> tuple[Any, Any, Any, int]:
             cols, same_c = _shared_pattern(fn, cols)
             same = same_p & same_c
         nse = cols.shape[-1]
-        rows = jnp.repeat(jnp.arange(n, dtype=cols.dtype), jnp.diff(indptr),
-                          total_repeat_length=nse)
+        rows = jnp.repeat(
+            jnp.arange(n, dtype=cols.dtype), jnp.diff(indptr), total_repeat_length=nse
+        )
         # slots past indptr[-1] are padding
         valid = jnp.arange(nse) < indptr[-1]
     else:
@@ -114,8 +120,9 @@ def as_array(x: Any) -> Any:
     return np.asarray(x) if isinstance(x, (list, tuple)) else x
 
 
-def matrix_args(fn: str, args: tuple[Any, ...], n_rest: int, *, n_col: bool = False,
-                rhs: str | None = None) -> tuple[Any, ...]:
+def matrix_args(
+    fn: str, args: tuple[Any, ...], n_rest: int, *, n_col: bool = False, rhs: str | None = None
+) -> tuple[Any, ...]:
     """Normalises ``(A, *rest)`` or ``(Ai, Aj, Ax, [n_col,] *rest)`` to the COO form.
 
     ``args`` are the positional arguments as the user passed them, padded with ``None``;
@@ -127,11 +134,13 @@ def matrix_args(fn: str, args: tuple[Any, ...], n_rest: int, *, n_col: bool = Fa
         width = 3 + int(n_col) + n_rest
         return tuple(as_array(a) for a in args[:width])
     A = args[0]
-    if any(a is not None for a in args[1 + n_rest:]):
-        raise TypeError(f"{fn}: pass either a sparse matrix A or (Ai, Aj, Ax"
-                        f"{', n_col' if n_col else ''}), not both")
+    if any(a is not None for a in args[1 + n_rest :]):
+        raise TypeError(
+            f"{fn}: pass either a sparse matrix A or (Ai, Aj, Ax"
+            f"{', n_col' if n_col else ''}), not both"
+        )
     Ai, Aj, Ax, n = to_coo(fn, A)
-    rest = tuple(as_array(a) for a in args[1:1 + n_rest])
+    rest = tuple(as_array(a) for a in args[1 : 1 + n_rest])
     if rhs is not None and rest and rest[0] is not None:
         _check_size(fn, Ax, n, rest[0], rhs)
     return (Ai, Aj, Ax, n, *rest) if n_col else (Ai, Aj, Ax, *rest)

@@ -43,8 +43,7 @@ try:
     import equinox as eqx
     import lineax as lx
 except ImportError as e:  # pragma: no cover  (exercised in a subprocess by the tests)
-    raise ImportError(
-        "klujax.lineax needs lineax and equinox: pip install 'klujax[lineax]'") from e
+    raise ImportError("klujax.lineax needs lineax and equinox: pip install 'klujax[lineax]'") from e
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +71,8 @@ def _float_values(Ax: Any) -> jax.Array:
     return Ax
 
 
-#== SparseOperator ==#
+# == SparseOperator ==#
+
 
 class SparseOperator(lx.AbstractLinearOperator):
     """A square sparse matrix in COO form as a ``lineax`` linear operator.
@@ -101,8 +101,9 @@ class SparseOperator(lx.AbstractLinearOperator):
     n: int = eqx.field(static=True)
     tags: frozenset[object] = eqx.field(static=True)
 
-    def __init__(self, Ai: Any, Aj: Any = None, Ax: Any = None, n: int | None = None, *,
-                 tags: object = ()) -> None:
+    def __init__(
+        self, Ai: Any, Aj: Any = None, Ax: Any = None, n: int | None = None, *, tags: object = ()
+    ) -> None:
         """``SparseOperator(Ai, Aj, Ax, n)`` or ``SparseOperator(A)``.
 
         Args:
@@ -127,11 +128,14 @@ class SparseOperator(lx.AbstractLinearOperator):
         Aj = as_index(fn, "Aj", Aj)
         Ax = _float_values(Ax)
         if Ax.ndim != 1:
-            raise ValueError(f"{fn}: Ax must have shape (n_nz,), got {Ax.shape} (for a batch of "
-                             "matrices, build the operator inside jax.vmap)")
+            raise ValueError(
+                f"{fn}: Ax must have shape (n_nz,), got {Ax.shape} (for a batch of "
+                "matrices, build the operator inside jax.vmap)"
+            )
         if Ai.shape != Ax.shape or Aj.shape != Ax.shape:
-            raise ValueError(f"{fn}: Ai, Aj and Ax disagree on n_nz: {Ai.shape}, {Aj.shape}, "
-                             f"{Ax.shape}")
+            raise ValueError(
+                f"{fn}: Ai, Aj and Ax disagree on n_nz: {Ai.shape}, {Aj.shape}, {Ax.shape}"
+            )
         self.Ai, self.Aj, self.Ax, self.n = Ai, Aj, Ax, int(n)
         self.tags = _frozenset(tags)
 
@@ -208,18 +212,22 @@ def _(op: SparseOperator) -> bool:
 def _tag_query(tag: object) -> Any:
     def query(op: SparseOperator) -> bool:
         return tag in op.tags
+
     return query
 
 
-for _query, _tag in ((lx.has_unit_diagonal, lx.unit_diagonal_tag),
-                     (lx.is_lower_triangular, lx.lower_triangular_tag),
-                     (lx.is_upper_triangular, lx.upper_triangular_tag),
-                     (lx.is_positive_semidefinite, lx.positive_semidefinite_tag),
-                     (lx.is_negative_semidefinite, lx.negative_semidefinite_tag)):
+for _query, _tag in (
+    (lx.has_unit_diagonal, lx.unit_diagonal_tag),
+    (lx.is_lower_triangular, lx.lower_triangular_tag),
+    (lx.is_upper_triangular, lx.upper_triangular_tag),
+    (lx.is_positive_semidefinite, lx.positive_semidefinite_tag),
+    (lx.is_negative_semidefinite, lx.negative_semidefinite_tag),
+):
     _query.register(SparseOperator)(_tag_query(_tag))
 
 
-#== the sparsity pattern of a general operator ==#
+# == the sparsity pattern of a general operator ==#
+
 
 def _colour_columns(Ai: np.ndarray, Aj: np.ndarray, n: int) -> np.ndarray:
     """Greedy colouring: columns that share a row get different colours."""
@@ -231,8 +239,8 @@ def _colour_columns(Ai: np.ndarray, Aj: np.ndarray, n: int) -> np.ndarray:
     rows_of_col = Ai[by_col]
     colour = np.full(n, -1, np.int64)
     for j in range(n):
-        rows = rows_of_col[col_ptr[j]:col_ptr[j + 1]]
-        taken = {int(colour[k]) for i in rows for k in cols_of_row[row_ptr[i]:row_ptr[i + 1]]}
+        rows = rows_of_col[col_ptr[j] : col_ptr[j + 1]]
+        taken = {int(colour[k]) for i in rows for k in cols_of_row[row_ptr[i] : row_ptr[i + 1]]}
         c = 0
         while c in taken:
             c += 1
@@ -251,16 +259,20 @@ class _Pattern:
         elif isinstance(pattern, (tuple, list)) and len(pattern) == 2:
             Ai, Aj = pattern
         else:
-            raise TypeError(f"{fn}: pattern must be (Ai, Aj) or a sparse matrix, got "
-                            f"{type(pattern).__name__}")
+            raise TypeError(
+                f"{fn}: pattern must be (Ai, Aj) or a sparse matrix, got {type(pattern).__name__}"
+            )
         if isinstance(Ai, jax.core.Tracer) or isinstance(Aj, jax.core.Tracer):
-            raise TypeError(f"{fn}: pattern must be concrete (built outside jit): its column "
-                            "colouring is computed on the host")
+            raise TypeError(
+                f"{fn}: pattern must be concrete (built outside jit): its column "
+                "colouring is computed on the host"
+            )
         Ai, Aj = np.asarray(Ai), np.asarray(Aj)
         for name, idx in (("Ai", Ai), ("Aj", Aj)):
             if not np.issubdtype(idx.dtype, np.integer) or idx.ndim != 1:
-                raise TypeError(f"{fn}: pattern {name} must be a 1D integer array, got "
-                                f"{idx.dtype}{idx.shape}")
+                raise TypeError(
+                    f"{fn}: pattern {name} must be a 1D integer array, got {idx.dtype}{idx.shape}"
+                )
             if idx.size and idx.min() < 0:
                 raise ValueError(f"{fn}: pattern {name} contains {idx.min()}")
         if Ai.shape != Aj.shape:
@@ -285,8 +297,9 @@ class _Pattern:
     def values(self, fn: str, operator: lx.AbstractLinearOperator, n: int) -> jax.Array:
         """``A[Ai, Aj]`` of ``operator`` from ``n_colours`` matrix-vector products."""
         if self.size > n:
-            raise ValueError(f"{fn}: the pattern has an index {self.size - 1}, outside the "
-                             f"{n} x {n} operator")
+            raise ValueError(
+                f"{fn}: the pattern has an index {self.size - 1}, outside the {n} x {n} operator"
+            )
         dtype = operator.in_structure().dtype
         seeds = np.zeros((self.n_colours, n))
         seeds[self.colour, np.arange(self.size)] = 1.0
@@ -296,7 +309,8 @@ class _Pattern:
         return Y[self.colour[self.Aj], self.Ai]
 
 
-#== KLU ==#
+# == KLU ==#
+
 
 class _KLUState(eqx.Module):
     """The COO arrays of the operator and how to apply them: op(A) = conj?(A)^T?."""
@@ -309,12 +323,14 @@ class _KLUState(eqx.Module):
 
 
 @partial(jax.jit, static_argnames=("transpose", "options"))
-def _retained_solve(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, b: jax.Array,
-                    transpose: bool, options: KLUOptions) -> jax.Array:
+def _retained_solve(
+    Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, b: jax.Array, transpose: bool, options: KLUOptions
+) -> jax.Array:
     """``klujax.solve`` whose factorization stays in the native cache (keyed by ``Ax``)."""
     Ai, Aj, Ax, b3, layout = canonical("klujax.lineax.KLU", Ai, Aj, Ax, b)
-    x = prim("solve", Ax.dtype).bind(Ai, Aj, Ax, b3, transpose=transpose, retain=True,
-                                     options=options)
+    x = prim("solve", Ax.dtype).bind(
+        Ai, Aj, Ax, b3, transpose=transpose, retain=True, options=options
+    )
     return layout.restore(x)
 
 
@@ -322,11 +338,15 @@ def _square_vector_structure(fn: str, operator: lx.AbstractLinearOperator) -> in
     ins, outs = operator.in_structure(), operator.out_structure()
     for name, s in (("input", ins), ("output", outs)):
         if not isinstance(s, jax.ShapeDtypeStruct) or len(s.shape) != 1:
-            raise ValueError(f"{fn}: the operator's {name} structure must be one 1D array, got "
-                             f"{s} (ravel a pytree-valued problem first)")
+            raise ValueError(
+                f"{fn}: the operator's {name} structure must be one 1D array, got "
+                f"{s} (ravel a pytree-valued problem first)"
+            )
     if ins.shape != outs.shape:
-        raise ValueError(f"{fn}: KLU solves square systems only, got an operator from "
-                         f"{ins.shape} to {outs.shape}")
+        raise ValueError(
+            f"{fn}: KLU solves square systems only, got an operator from "
+            f"{ins.shape} to {outs.shape}"
+        )
     return int(ins.shape[0])
 
 
@@ -390,28 +410,47 @@ class KLU(lx.AbstractLinearSolver):
             raise TypeError(
                 f"{fn}: got a {type(operator).__name__}; KLU solves a "
                 "klujax.lineax.SparseOperator, or any square operator when given its "
-                "sparsity pattern: KLU(pattern=(Ai, Aj))")
+                "sparsity pattern: KLU(pattern=(Ai, Aj))"
+            )
         return _KLUState(Ai, Aj, Ax, transpose=False, conjugate=False)
 
-    def compute(self, state: _KLUState, vector: jax.Array,
-                options: dict[str, Any]) -> tuple[jax.Array, Any, dict[str, Any]]:
+    def compute(
+        self, state: _KLUState, vector: jax.Array, options: dict[str, Any]
+    ) -> tuple[jax.Array, Any, dict[str, Any]]:
         del options
         b = vector.conj() if state.conjugate else vector
-        x = _retained_solve(state.Ai, state.Aj, state.Ax, b, transpose=state.transpose,
-                            options=self.options)
+        x = _retained_solve(
+            state.Ai, state.Aj, state.Ax, b, transpose=state.transpose, options=self.options
+        )
         if state.conjugate:
             x = x.conj()
         return x.astype(vector.dtype), lx.RESULTS.successful, {}
 
-    def transpose(self, state: _KLUState,
-                  options: dict[str, Any]) -> tuple[_KLUState, dict[str, Any]]:
-        return (_KLUState(state.Ai, state.Aj, state.Ax, transpose=not state.transpose,
-                          conjugate=state.conjugate), options)
+    def transpose(
+        self, state: _KLUState, options: dict[str, Any]
+    ) -> tuple[_KLUState, dict[str, Any]]:
+        return (
+            _KLUState(
+                state.Ai,
+                state.Aj,
+                state.Ax,
+                transpose=not state.transpose,
+                conjugate=state.conjugate,
+            ),
+            options,
+        )
 
-    def conj(self, state: _KLUState,
-             options: dict[str, Any]) -> tuple[_KLUState, dict[str, Any]]:
-        return (_KLUState(state.Ai, state.Aj, state.Ax, transpose=state.transpose,
-                          conjugate=not state.conjugate), options)
+    def conj(self, state: _KLUState, options: dict[str, Any]) -> tuple[_KLUState, dict[str, Any]]:
+        return (
+            _KLUState(
+                state.Ai,
+                state.Aj,
+                state.Ax,
+                transpose=state.transpose,
+                conjugate=not state.conjugate,
+            ),
+            options,
+        )
 
     def assume_full_rank(self) -> bool:  # lineax >= 0.1
         return True

@@ -33,5 +33,5 @@ fi
   "jax>=0.6.0,<0.13" "jaxlib>=0.6.0,<0.13"
 # The lineax extra (lineax, optimistix, diffrax) runs klujax.lineax's tests and examples;
 # klujax and the rest of the suite work without it.
-.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,lineax]"
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,lineax,lint]"
 .venv/bin/python -c "import klujax; print('klujax', klujax.__version__, 'ready in .venv')"
