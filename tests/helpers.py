@@ -1,16 +1,40 @@
-"""Builders of random sparse systems and dense references for the klujax tests.
+"""The one module of test helpers: random sparse systems, dense references, comparisons,
+handle bookkeeping and subprocesses, for every klujax test file.
 
-Everything here is NumPy (independent of the library), except the ``*_jnp`` functions
+The references are NumPy (independent of the library), except the ``*_jnp`` functions
 which build the same dense references with jax.numpy so they can be differentiated and
-transposed as references for the AD tests.
+transposed as references for the AD tests. The accuracy test set and its exact metrics
+live in ``matrices.py`` (also used by the benchmarks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+#: What a run-time error detected by the native code raises (bad indices, freed or
+#: foreign handles, ...): jax reports it as ``JaxRuntimeError`` from its Python dispatch
+#: path and as ``ValueError`` (INVALID_ARGUMENT) from its C++ fast path. Either way the
+#: message must name the offending argument.
+RUNTIME_ERRORS = (ValueError, jax.errors.JaxRuntimeError)
+
+#: The one-time warning for a handle created inside jax.jit.
+UNOWNED_WARNING = r"klujax: a (symbolic|numeric) handle created inside jax.jit"
+
+EPS = float(np.finfo(np.float64).eps)
+FLOAT_DTYPES = (np.float32, np.float64, np.complex64, np.complex128)
+DT_IDS = ["f64", "c128"]
 
 # --------------------------------------------------------------------------- shape table
 
@@ -170,8 +194,9 @@ def dense(Ai: Any, Aj: Any, Ax: Any, n: int) -> np.ndarray:
     Ax = np.asarray(Ax)
     out_dtype = np.result_type(Ax.dtype, np.float64)
     A = np.zeros((*Ax.shape[:-1], n, n), dtype=out_dtype)
-    flat_A = A.reshape(-1, n, n)
-    flat_x = Ax.reshape(-1, Ax.shape[-1])
+    batch = int(np.prod(Ax.shape[:-1], dtype=np.int64))  # explicit: n_nz may be 0
+    flat_A = A.reshape(batch, n, n)
+    flat_x = Ax.reshape(batch, Ax.shape[-1])
     for m in range(flat_A.shape[0]):
         np.add.at(flat_A[m], (Ai, Aj), flat_x[m])
     return A
@@ -214,12 +239,20 @@ def n_col_of(Ax: Any, b: Any) -> int:
     return b.shape[1]
 
 
-def reference_solve(Ai: Any, Aj: Any, Ax: Any, b: Any) -> np.ndarray:
-    """Dense NumPy solution with the shape semantics of klujax.solve (complex128/float64)."""
+def reference_solve(Ai: Any, Aj: Any, Ax: Any, b: Any, n: int | None = None, *,
+                    transpose: bool = False) -> np.ndarray:
+    """Dense NumPy solution with the shape semantics of klujax.solve (complex128/float64).
+
+    ``n`` defaults to the size implied by ``b``; ``Ax`` of ndim 1 (or a numeric handle
+    of shape ``()``) vs 2 (handles ``(n_lhs,)``). ``transpose`` solves with the plain
+    transpose ``A^T`` (no conjugation).
+    """
     Ax = np.asarray(Ax)
     b = np.asarray(b)
-    n = n_col_of(Ax, b)
+    n = n_col_of(Ax, b) if n is None else n
     A = dense(Ai, Aj, Ax if Ax.ndim == 2 else Ax[None], n).astype(np.complex128)
+    if transpose:
+        A = np.swapaxes(A, -1, -2)
     b3, out = _canon(Ax.ndim, b, A.shape[0])
     L = max(A.shape[0], b3.shape[0])
     A = np.broadcast_to(A, (L, n, n))
@@ -291,7 +324,283 @@ def assert_close(actual: Any, expected: Any, *, dtype: Any = None, rtol: float |
     if dtype is not None:
         assert actual_np.dtype == np.dtype(dtype), f"dtype {actual_np.dtype} != {np.dtype(dtype)}"
     assert actual_np.shape == expected_np.shape, f"shape {actual_np.shape} != {expected_np.shape}"
+    if np.iscomplexobj(expected_np):
+        assert np.iscomplexobj(actual_np), f"expected a complex result, got {actual_np.dtype}"
     key = actual_np.dtype if actual_np.dtype in TOLERANCES else np.dtype(np.float64)
     tol = tol_for(key)
     np.testing.assert_allclose(actual_np, expected_np, rtol=tol if rtol is None else rtol,
                                atol=tol if atol is None else atol)
+
+
+# --------------------------------------------------------------------------- split API
+
+
+def make_pattern(n: int = N, *, density: float = 0.35, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A random COO pattern containing a row-permuted diagonal, in random order, with
+    one duplicated entry (duplicates must be summed)."""
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n, n)) < density
+    np.fill_diagonal(mask, True)
+    Ai, Aj = np.nonzero(mask)
+    if len(Ai):
+        k = rng.integers(len(Ai))
+        Ai, Aj = np.append(Ai, Ai[k]), np.append(Aj, Aj[k])
+    order = rng.permutation(len(Ai))
+    Ai, Aj = Ai[order], Aj[order]
+    Ai = rng.permutation(n)[Ai]  # the "diagonal" becomes a random transversal
+    return Ai.astype(np.int32), Aj.astype(np.int32)
+
+
+def transversal(Ai: np.ndarray, Aj: np.ndarray, n: int) -> np.ndarray:
+    """Positions k of one entry per column with distinct rows (a perfect matching)."""
+    rows = _diagonal_rows(np.asarray(Ai), np.asarray(Aj), n)
+    return np.array([np.flatnonzero((Ai == rows[j]) & (Aj == j))[0] for j in range(n)],
+                    dtype=np.int64)
+
+
+def make_values(Ai: np.ndarray, Aj: np.ndarray, n: int, *, batch: tuple[int, ...] = (),
+                dtype: Any = np.float64, seed: int = 1) -> np.ndarray:
+    """Random values on (Ai, Aj) making a well conditioned (dominant transversal) matrix."""
+    x = uniform_values(np.random.default_rng(seed), (*batch, len(Ai)), dtype)
+    x[..., transversal(Ai, Aj, n)] += 2.0 * n
+    return x
+
+
+def make_split_system(n: int = N, *, n_lhs: int | None = None, dtype: Any = np.float64,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Ai, Aj, Ax) from :func:`make_pattern` / :func:`make_values`; Ax (n_nz,) or (n_lhs, n_nz)."""
+    Ai, Aj = make_pattern(n, seed=seed)
+    batch = () if n_lhs is None else (n_lhs,)
+    return Ai, Aj, make_values(Ai, Aj, n, batch=batch, dtype=dtype, seed=seed + 100)
+
+
+def rand(shape: tuple[int, ...], dtype: Any = np.float64, seed: int = 7) -> np.ndarray:
+    """Uniform values in [-1, 1] (real and imaginary parts) of ``shape``."""
+    return uniform_values(np.random.default_rng(seed), shape, dtype)
+
+
+def live() -> dict[str, int]:
+    """Counts of live native split-API objects: {'symbolic': s, 'numeric': m}."""
+    from klujax import _klujax
+
+    return dict(_klujax.live_handles())
+
+
+def live_delta(before: dict[str, int]) -> dict[str, int]:
+    now = live()
+    return {k: now[k] - before[k] for k in now}
+
+
+@contextlib.contextmanager
+def quiet_unowned() -> Iterator[None]:
+    """Ignore (only) the one-time 'handle created inside jax.jit' warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=UNOWNED_WARNING)
+        yield
+
+
+def free_all(*managers: Any) -> None:
+    import klujax
+
+    for m in managers:
+        if isinstance(m, klujax.KLUHandleManager):
+            m.close()
+
+
+_VERSION_MASK = np.uint64(0xFFFF << 4)
+
+
+def assert_same_objects(a: Any, b: Any) -> None:
+    """Handle values naming the same native objects."""
+    a = np.asarray(a, dtype=np.uint64) & ~_VERSION_MASK
+    b = np.asarray(b, dtype=np.uint64) & ~_VERSION_MASK
+    np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- hardening
+
+
+def pattern(
+    n: int,
+    rng: np.random.Generator,
+    *,
+    density: float,
+    transversal: bool = True,
+    duplicates: int = 0,
+    permute: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A random COO pattern of an ``n x n`` matrix, entries in random order.
+
+    Returns ``(Ai, Aj, diag)`` where ``diag`` holds the positions of one entry per
+    column forming a transversal (a row-permuted diagonal) when ``transversal``, else
+    ``None`` (the pattern may then be structurally singular, or even empty).
+    ``duplicates`` entries are repeated (their values must add up).
+    """
+    mask = rng.random((n, n)) < density
+    perm = rng.permutation(n) if permute else np.arange(n)
+    if transversal:
+        mask[perm, np.arange(n)] = True
+    Ai, Aj = np.nonzero(mask)
+    if duplicates and len(Ai):
+        extra = rng.integers(0, len(Ai), size=duplicates)
+        Ai, Aj = np.concatenate([Ai, Ai[extra]]), np.concatenate([Aj, Aj[extra]])
+    order = rng.permutation(len(Ai))
+    Ai, Aj = Ai[order], Aj[order]
+    diag = None
+    if transversal:
+        # first occurrence of each (perm[j], j) entry
+        diag = np.empty(n, dtype=np.int64)
+        for j in range(n):
+            diag[j] = np.flatnonzero((Ai == perm[j]) & (Aj == j))[0]
+    return Ai, Aj, diag
+
+
+def uniform_values(rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Uniform values in [-1, 1] (real and imaginary parts), as ``dtype``."""
+    x = rng.uniform(-1, 1, shape)
+    if np.issubdtype(np.dtype(dtype), np.complexfloating):
+        x = x + 1j * rng.uniform(-1, 1, shape)
+    return x.astype(dtype)
+
+
+def make_dominant(Ax: np.ndarray, Ai: np.ndarray, diag: np.ndarray, n: int) -> np.ndarray:
+    """Shifts the transversal entries so each dominates its row: nonsingular, cond small."""
+    Ax = Ax.copy()
+    counts = np.bincount(Ai, minlength=n)
+    Ax[..., diag] += (2.0 * counts[Ai[diag]] + 1.0).astype(Ax.real.dtype)
+    return Ax
+
+
+def canon_b(b: np.ndarray, ax_ndim: int) -> np.ndarray:
+    """b -> (lb, n, r) following klujax's documented shape table."""
+    return _canon(ax_ndim, np.asarray(b), 1)[0]
+
+
+def out_shape(ax_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The documented result shape of ``solve(Ai, Aj, Ax, b)``."""
+    la = ax_shape[0] if len(ax_shape) == 2 else 1
+    return _canon(len(ax_shape), np.empty(b_shape), la)[1]
+
+
+def members(Ai: Any, Aj: Any, Ax: np.ndarray, b: np.ndarray, n: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per batch member ``(A (n,n), b (n,r))`` in complex128, following the shape rules."""
+    A = dense(Ai, Aj, Ax if Ax.ndim == 2 else Ax[None], n).astype(np.complex128)
+    b3 = canon_b(np.asarray(b).astype(np.complex128), Ax.ndim)
+    L = max(A.shape[0], b3.shape[0])
+    for m in range(L):
+        yield A[0 if A.shape[0] == 1 else m], b3[0 if b3.shape[0] == 1 else m]
+
+
+def structural_rank(Ai: Any, Aj: Any, n: int) -> int:
+    """Structural rank of the pattern (maximum matching), via SciPy."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import structural_rank as _sr
+
+    if n == 0:
+        return 0
+    Ai = np.asarray(Ai).astype(np.int64)
+    Aj = np.asarray(Aj).astype(np.int64)
+    if len(Ai) == 0:
+        return 0
+    M = csr_matrix((np.ones(len(Ai)), (Ai, Aj)), shape=(n, n))
+    M.sum_duplicates()
+    return int(_sr(M))
+
+
+#: Normwise backward error accepted for a solve: klujax guarantees 1e-14 (see
+#: docs/accuracy.md) for cond <= 1e12; this allows for the rounding of the residual
+#: that :func:`backward_error` computes in plain float64.
+BACKWARD_TOL = 1e-13
+
+
+def backward_error(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> float:
+    """Normwise (inf-norm) backward error of ``x`` for ``A x = b`` (any number of rhs)."""
+    r = b - A @ x
+    scale = np.abs(A).sum(axis=1).max(initial=0.0) * np.abs(x).max(initial=0.0) + np.abs(b).max(
+        initial=0.0)
+    return float(np.abs(r).max(initial=0.0) / scale) if scale > 0 else 0.0
+
+
+def check_member(x: np.ndarray, A: np.ndarray, b: np.ndarray, *, structurally_singular: bool,
+                 what: str = "") -> None:
+    """Checks one batch member's solution ``x (n, r)`` of ``A x = b``.
+
+    * structurally singular ``A``: every entry of ``x`` is NaN (documented);
+    * otherwise, if ``A`` is numerically far from singular (``cond < 1e10``): ``x`` is
+      finite, its normwise backward error is below :data:`BACKWARD_TOL` and its forward
+      error vs a dense solve below ``n * cond * BACKWARD_TOL``. For worse ``cond`` the
+      result is only required to be all-NaN (detected singular) or finite.
+    """
+    x = np.asarray(x).astype(np.complex128)
+    if structurally_singular:
+        assert np.all(np.isnan(x)), f"{what}: structurally singular member not all NaN: {x}"
+        return
+    cond = np.linalg.cond(A) if A.size else 1.0
+    if not np.isfinite(cond) or cond > 1e10:
+        assert np.all(np.isnan(x)) or np.all(np.isfinite(x)), f"{what}: cond={cond:.3g}, x={x}"
+        return
+    assert np.all(np.isfinite(x)), f"{what}: non-finite solution for cond={cond:.3g}: {x}"
+    n = A.shape[0]
+    backward = backward_error(A, x, b)
+    assert backward <= BACKWARD_TOL, f"{what}: backward error {backward:.3g} (cond={cond:.3g})"
+    x_ref = np.linalg.solve(A, b)
+    denom = max(np.abs(x_ref).max(initial=0.0), 1e-300)
+    forward = np.abs(x - x_ref).max(initial=0.0) / denom
+    bound = n * cond * BACKWARD_TOL + 1e-13
+    assert forward <= bound, f"{what}: forward error {forward:.3g} > {bound:.3g} (cond={cond:.3g})"
+
+
+def check_solution(x: Any, Ai: Any, Aj: Any, Ax: np.ndarray, b: np.ndarray, n: int,
+                   *, what: str = "") -> None:
+    """Checks ``x = klujax.solve(Ai, Aj, Ax, b)`` (shapes per the documented table)."""
+    x = np.asarray(x)
+    assert x.shape == out_shape(Ax.shape, b.shape), (x.shape, Ax.shape, b.shape)
+    x3 = canon_b(x, Ax.ndim)
+    singular = structural_rank(Ai, Aj, n) < n
+    for m, (A, bm) in enumerate(members(Ai, Aj, Ax, b, n)):
+        check_member(x3[m], A, bm, structurally_singular=singular, what=f"{what} member {m}")
+
+
+def result_dtype(*dtypes: Any, x64: bool = True) -> np.dtype:
+    cplx = any(np.issubdtype(np.dtype(d), np.complexfloating) for d in dtypes)
+    if x64:
+        return np.dtype(np.complex128 if cplx else np.float64)
+    return np.dtype(np.complex64 if cplx else np.float32)
+
+
+# --------------------------------------------------------------------------- process
+
+
+def rss_mib() -> float:
+    """Current resident set size of this process (Linux), MiB."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_python(code: str, *, timeout: float = 180, **env_overrides: str | None) -> dict:
+    """Runs ``code`` in a fresh interpreter; returns the JSON its last stdout line holds.
+
+    ``JAX_*`` platform/x64 variables of this process are dropped first; keyword
+    arguments set (or, with ``None``, remove) environment variables.
+    """
+    env = dict(os.environ)
+    for key in ("JAX_ENABLE_X64", "JAX_PLATFORMS", "JAX_PLATFORM_NAME", "XLA_FLAGS",
+                "KLUJAX_FORCE_HOST_CALLBACK"):
+        env.pop(key, None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(__file__)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    for key, value in env_overrides.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (
+        f"subprocess exited with {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n"
+        f"--- stderr\n{proc.stderr[-8000:]}")
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
+    assert lines, f"no JSON result\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr[-4000:]}"
+    return json.loads(lines[-1])
+

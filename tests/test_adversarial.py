@@ -17,11 +17,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    RUNTIME_ERRORS,
+    backward_error,
+    dense,
+    make_dominant,
+    pattern,
+    rss_mib,
+    uniform_values,
+)
 
 import klujax
 import klujax._compat
-from hardening_helpers import (RUNTIME_ERRORS, backward_error, dense, make_dominant, pattern,
-                               random_values, rss_mib)
 
 N = 5
 HUGE = 2**40
@@ -34,7 +41,7 @@ def _system(n: int = N, *, seed: int = 0, batch: tuple[int, ...] = (), dtype=np.
     """(Ai, Aj, Ax) int32 NumPy indices of a well conditioned system (permuted diagonal)."""
     rng = np.random.default_rng(seed)
     Ai, Aj, diag = pattern(n, rng, density=0.4)
-    Ax = make_dominant(random_values(rng, (*batch, len(Ai)), dtype), Ai, diag, n)
+    Ax = make_dominant(uniform_values(rng, (*batch, len(Ai)), dtype), Ai, diag, n)
     return Ai.astype(np.int32), Aj.astype(np.int32), Ax
 
 
@@ -54,7 +61,7 @@ def _assert_close(x, expected) -> None:
 def _still_works() -> None:
     """The process survived: a normal (batched, jitted) solve is still correct."""
     Ai, Aj, Ax = _system(N, seed=12345, batch=(2,))
-    b = random_values(np.random.default_rng(1), (2, N), np.float64)
+    b = uniform_values(np.random.default_rng(1), (2, N), np.float64)
     for fn in (klujax.solve, jax.jit(klujax.solve)):
         x = np.asarray(fn(Ai, Aj, Ax, b))
         for m in range(2):
@@ -71,7 +78,7 @@ def _run(fn):
 @pytest.fixture
 def system():
     Ai, Aj, Ax = _system()
-    b = random_values(np.random.default_rng(7), (N,), np.float64)
+    b = uniform_values(np.random.default_rng(7), (N,), np.float64)
     return Ai, Aj, Ax, b
 
 
@@ -259,7 +266,7 @@ def test_nan_inf_propagate_to_that_member_only(where, value, use_jit):
     """A NaN/Inf in member 1's Ax or b gives a non-finite member 1 (no crash, no
     exception); members 0 and 2 are exact. Fresh pattern: no earlier cache state."""
     Ai, Aj, Ax = _system(N, seed=101, batch=(3,))
-    b = random_values(np.random.default_rng(3), (3, N), np.float64)
+    b = uniform_values(np.random.default_rng(3), (3, N), np.float64)
     Ax_bad, b_bad = Ax.copy(), b.copy()
     if where == "Ax":
         Ax_bad[1, 0] = value
@@ -424,9 +431,9 @@ def test_stale_pivots_do_not_degrade_accuracy():
     n = int(rng.integers(1, 61))  # 45
     Ai, Aj, diag = pattern(n, rng, density=float(rng.uniform(0.0, 1.0)),
                            duplicates=int(rng.integers(0, 5)))
-    first, _, second = (random_values(rng, (len(Ai),), np.float64) for _ in range(3))
+    first, _, second = (uniform_values(rng, (len(Ai),), np.float64) for _ in range(3))
     second = make_dominant(second, Ai, diag, n)
-    b = random_values(rng, (n,), np.float64)
+    b = uniform_values(rng, (n,), np.float64)
     A2 = dense(Ai, Aj, second, n).real
     assert np.linalg.cond(A2) < 10
     try:
@@ -672,7 +679,7 @@ def test_zero_pivot_inside_a_batch(b_shape, mode):
     Ai = Aj = np.arange(N, dtype=np.int32)
     Ax = np.tile(np.arange(1.0, N + 1.0), (4, 1))
     Ax[2, 3] = 0.0
-    b = random_values(np.random.default_rng(5), b_shape, np.float64)
+    b = uniform_values(np.random.default_rng(5), b_shape, np.float64)
     klujax.clear_cache()  # the bug above would otherwise depend on earlier tests
     if mode == "eager":
         x = klujax.solve(Ai, Aj, Ax, b)

@@ -18,9 +18,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from helpers import dense, make_dominant, pattern, uniform_values
 
 import klujax
-from hardening_helpers import dense, make_dominant, pattern, random_values
 
 N_THREADS = 8
 ITERS = 40
@@ -30,7 +30,7 @@ N = 12
 def _system(n: int, seed: int, batch: tuple[int, ...] = (), dtype=np.float64):
     rng = np.random.default_rng(seed)
     Ai, Aj, diag = pattern(n, rng, density=0.3, duplicates=2)
-    Ax = make_dominant(random_values(rng, (*batch, len(Ai)), dtype), Ai, diag, n)
+    Ax = make_dominant(uniform_values(rng, (*batch, len(Ai)), dtype), Ai, diag, n)
     return Ai.astype(np.int32), Aj.astype(np.int32), Ax
 
 
@@ -94,7 +94,7 @@ def test_threads_solve_different_patterns():
         rng = np.random.default_rng(t)
         for k in range(ITERS):
             scale = 1.0 + 0.1 * k
-            b = random_values(rng, (3, n), np.float64)
+            b = uniform_values(rng, (3, n), np.float64)
             x = klujax.solve(Ai, Aj, Ax * scale, b)
             _close(x, _ref(Ai, Aj, Ax * scale, b, n), f"thread {t} iter {k}")
 
@@ -106,14 +106,14 @@ def test_threads_solve_same_pattern_different_values():
     Ai, Aj, Ax0 = _system(N, seed=7)
     diag = pattern(N, np.random.default_rng(7), density=0.3, duplicates=2)[2]  # as _system
     rng = np.random.default_rng(0)
-    values = [[make_dominant(random_values(rng, (len(Ai),), np.float64), Ai, diag, N)
+    values = [[make_dominant(uniform_values(rng, (len(Ai),), np.float64), Ai, diag, N)
                for _ in range(ITERS)] for _ in range(N_THREADS)]
 
     def work(t: int) -> None:
         rng_t = np.random.default_rng(100 + t)
         for k in range(ITERS):
             Ax = values[t][k]
-            b = random_values(rng_t, (N,), np.float64)
+            b = uniform_values(rng_t, (N,), np.float64)
             # alternate single and batched calls on the same pattern
             if k % 2:
                 Axb = np.stack([Ax, Ax0])
@@ -128,7 +128,7 @@ def test_threads_solve_same_pattern_different_values():
 def test_threads_same_pattern_same_values_with_gradients():
     """Retained factorizations (reverse mode) are looked up and stored concurrently."""
     Ai, Aj, Ax = _system(N, seed=8)
-    b = random_values(np.random.default_rng(1), (N,), np.float64)
+    b = uniform_values(np.random.default_rng(1), (N,), np.float64)
     A = dense(Ai, Aj, Ax, N).real
     x_ref = np.linalg.solve(A, b)
     # d(sum x)/d b = A^-T 1 ;  d(sum x)/d Ax[k] = -(A^-T 1)[Ai[k]] * x[Aj[k]]
@@ -162,7 +162,7 @@ def test_threads_jitted_functions():
     def work(t: int) -> None:
         rng = np.random.default_rng(200 + t)
         for k in range(ITERS):
-            b = random_values(rng, (4, N), np.float64)
+            b = uniform_values(rng, (4, N), np.float64)
             Axk = Ax * (1.0 + 0.05 * t)
             x, y = f(Axk, b)
             _close(x, _ref(Ai, Aj, Axk, b, N), f"thread {t} iter {k} solve")
@@ -183,13 +183,13 @@ def test_threads_shared_symbolic_per_thread_numeric():
         def work(t: int) -> None:
             rng = np.random.default_rng(300 + t)
             dtype = [np.float64, np.complex128][t % 2]
-            vals = [make_dominant(random_values(rng, (2, len(Ai)), dtype), Ai, diag, N)
+            vals = [make_dominant(uniform_values(rng, (2, len(Ai)), dtype), Ai, diag, N)
                     for _ in range(ITERS)]
             with klujax.factor(Ai, Aj, vals[0], sym) as num:
                 for k in range(ITERS):
                     if k:
                         klujax.refactor(Ai, Aj, vals[k], num, sym)
-                    b = random_values(rng, (2, N), np.float64)
+                    b = uniform_values(rng, (2, N), np.float64)
                     x = klujax.solve_with_numeric(num, b, sym)
                     _close(x, _ref(Ai, Aj, vals[k], b, N), f"thread {t} iter {k}")
                     xs = klujax.solve_with_symbol(Ai, Aj, vals[k], b, sym)
@@ -206,7 +206,7 @@ def test_threads_share_one_numeric():
         def work(t: int) -> None:
             rng = np.random.default_rng(400 + t)
             for k in range(ITERS):
-                b = random_values(rng, (3, N), np.float64)
+                b = uniform_values(rng, (3, N), np.float64)
                 fn = solve_jit if (t + k) % 2 else klujax.solve_with_numeric
                 _close(fn(num, b, sym), _ref(Ai, Aj, Ax, b, N), f"thread {t} iter {k}")
                 xt = klujax.tsolve_with_numeric(num, b, sym)
@@ -226,7 +226,7 @@ def test_threads_analyze_factor_free_same_pattern():
         for k in range(ITERS):
             sym = klujax.analyze(Ai, Aj, N)
             num = klujax.factor(Ai, Aj, Ax * (1 + t), sym)
-            b = random_values(rng, (N,), np.float64)
+            b = uniform_values(rng, (N,), np.float64)
             _close(klujax.solve_with_numeric(num, b, sym), _ref(Ai, Aj, Ax * (1 + t), b, N),
                    f"thread {t} iter {k}")
             if k % 2:
@@ -265,7 +265,7 @@ def test_threads_solve_while_cache_is_cleared_and_resized():
             Ai, Aj, Ax = systems[t]
             rng = np.random.default_rng(700 + t)
             for k in range(ITERS):
-                b = random_values(rng, (2, N), np.float64)
+                b = uniform_values(rng, (2, N), np.float64)
                 if k % 8 == 7:
                     g = jax.grad(lambda a: jnp.sum(klujax.solve(Ai, Aj, a, b)))(Ax)
                     assert np.all(np.isfinite(np.asarray(g)))

@@ -12,10 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import dense, make_system, random_array, run_python
 
 import klujax
-from hardening_helpers import run_python
-from helpers import dense, make_system, random_array
 
 export = pytest.importorskip("jax.export")
 pytest.importorskip("flatbuffers")  # serialization

@@ -13,30 +13,30 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import klujax
-from split_helpers import (
-    assert_same_objects,
+from helpers import (
     RUNTIME_ERRORS,
     L,
     N,
     R,
     assert_close,
+    assert_same_objects,
     live,
     live_delta,
     make_pattern,
-    make_system,
+    make_split_system,
     make_values,
     quiet_unowned,
     rand,
-    ref_solve,
+    reference_solve,
 )
+
+import klujax
 
 
 @pytest.fixture
 def system():
     """(Ai, Aj, Ax (L, n_nz), sym); the symbolic handle is closed afterwards."""
-    Ai, Aj, Ax = make_system(N, n_lhs=L, seed=2)
+    Ai, Aj, Ax = make_split_system(N, n_lhs=L, seed=2)
     sym = klujax.analyze(Ai, Aj, N)
     yield Ai, Aj, Ax, sym
     sym.close()
@@ -129,7 +129,7 @@ def test_double_free_is_harmless(system):
     with klujax.factor(Ai, Aj, Ax, sym) as other:
         klujax.free_numeric(raw)
         b = rand((L, N))
-        assert_close(klujax.solve_with_numeric(other, b, sym), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_numeric(other, b, sym), reference_solve(Ai, Aj, Ax, b, N))
 
 
 def test_free_with_dependency_eager(system):
@@ -138,7 +138,7 @@ def test_free_with_dependency_eager(system):
     num = klujax.factor(Ai, Aj, Ax, sym)
     x = klujax.solve_with_numeric(num, b, sym)
     assert int(klujax.free_numeric(num, dependency={"x": x, "b": b})) == L
-    assert_close(x, ref_solve(Ai, Aj, Ax, b, N))
+    assert_close(x, reference_solve(Ai, Aj, Ax, b, N))
     assert num.closed
 
 
@@ -160,7 +160,7 @@ def test_free_symbolic_keeps_numeric_usable_until_freed(system):
         klujax.solve_with_numeric(num, b, sym_raw)
     # a fresh analysis of the same pattern is a new symbolic object for the same pattern
     with klujax.analyze(Bi, Bj, N) as sym2:
-        assert_close(klujax.solve_with_symbol(Bi, Bj, Bx, b, sym2), ref_solve(Bi, Bj, Bx, b, N))
+        assert_close(klujax.solve_with_symbol(Bi, Bj, Bx, b, sym2), reference_solve(Bi, Bj, Bx, b, N))
     num.close()
     assert live_delta(before) == {"symbolic": 0, "numeric": 0}
 
@@ -177,7 +177,7 @@ def test_borrowed_manager_does_not_free(system):
         gc.collect()
         assert live_delta(before)["numeric"] == L
         b = rand((L, N))
-        assert_close(klujax.solve_with_numeric(num, b, sym), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_numeric(num, b, sym), reference_solve(Ai, Aj, Ax, b, N))
     assert live_delta(before)["numeric"] == 0
 
 
@@ -218,7 +218,7 @@ def _block(call):
 
 
 def test_symbolic_free_then_use():
-    Ai, Aj, Ax = make_system(N, seed=43)
+    Ai, Aj, Ax = make_split_system(N, seed=43)
     b = rand((N,))
     sym = klujax.analyze(Ai, Aj, N)
     raw = sym.handle
@@ -266,7 +266,7 @@ def test_wrong_kind(system):
         # freeing the wrong kind through a raw handle is ignored, not a crash
         assert int(klujax.free_symbolic(num.handle[0])) == 0
         assert int(klujax.free_numeric(sym.handle)) == 0
-        assert_close(klujax.solve_with_numeric(num, b, sym), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_numeric(num, b, sym), reference_solve(Ai, Aj, Ax, b, N))
 
 
 def test_non_uint64_handles_rejected(system):
@@ -311,7 +311,7 @@ def test_batch_with_one_bad_handle(system):
         h = num.handle.at[1].set(np.uint64(12345))
         with pytest.raises(RUNTIME_ERRORS, match="numeric"):
             _block(lambda: klujax.solve_with_numeric(h, b, sym))
-        assert_close(klujax.solve_with_numeric(num, b, sym), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_numeric(num, b, sym), reference_solve(Ai, Aj, Ax, b, N))
 
 
 def test_numeric_from_another_pattern(system):
@@ -327,11 +327,11 @@ def test_numeric_from_another_pattern(system):
         with pytest.raises(RUNTIME_ERRORS, match="numeric handle .*another sparsity pattern"):
             _block(lambda: klujax.refactor(Ai, Aj, Ax, numB, sym))
         # a pattern with another n_col
-        Ci, Cj, Cx = make_system(N + 2, seed=45)
+        Ci, Cj, Cx = make_split_system(N + 2, seed=45)
         with klujax.analyze(Ci, Cj, N + 2) as symC:
             with pytest.raises(RUNTIME_ERRORS, match="n_col"):
                 _block(lambda: klujax.solve_with_numeric(numB, b, symC))
-        assert_close(klujax.solve_with_numeric(numB, b, symB), ref_solve(Bi, Bj, Bx, b, N))
+        assert_close(klujax.solve_with_numeric(numB, b, symB), reference_solve(Bi, Bj, Bx, b, N))
 
 
 def test_indices_not_matching_symbolic(system):
@@ -355,7 +355,7 @@ def test_indices_not_matching_symbolic(system):
             with pytest.raises((ValueError, TypeError, jax.errors.JaxRuntimeError), match="Ai"):
                 _block(lambda: klujax.factor(Bi, Bj, Bx, sym))
         # a bad refactor attempt must not have damaged the factorization
-        assert_close(klujax.solve_with_numeric(num, b, sym), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_numeric(num, b, sym), reference_solve(Ai, Aj, Ax, b, N))
 
 
 def test_wrong_batch_sizes(system):
@@ -387,7 +387,7 @@ def test_real_numeric_refactored_with_complex_values(system):
             klujax.refactor_and_solve(Ai, Aj, Ax + 1j, b, num, sym)
         with pytest.raises(RUNTIME_ERRORS, match="numeric handle .*holds a real factorization"):
             _block(lambda: klujax.refactor(Ai, Aj, Ax + 1j, num.handle, sym))
-        assert_close(klujax.solve_with_numeric(num, b, sym), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_numeric(num, b, sym), reference_solve(Ai, Aj, Ax, b, N))
     with klujax.factor(Ai, Aj, Ax + 0j, sym) as cnum:
         with pytest.raises(TypeError, match="numeric was factored as complex128, Ax is float64"):
             klujax.refactor(Ai, Aj, Ax, cnum, sym)
@@ -396,7 +396,7 @@ def test_real_numeric_refactored_with_complex_values(system):
         # a raw complex handle with a real b: the dtype is unknown, the native check names it
         with pytest.raises(RUNTIME_ERRORS, match="numeric handle .*holds a complex factorization"):
             _block(lambda: klujax.solve_with_numeric(cnum.handle, b, sym))
-        assert_close(klujax.solve_with_numeric(cnum, b, sym), ref_solve(Ai, Aj, Ax + 0j, b, N))
+        assert_close(klujax.solve_with_numeric(cnum, b, sym), reference_solve(Ai, Aj, Ax + 0j, b, N))
 
 
 def test_bad_values_dtype(system):
@@ -442,7 +442,7 @@ def test_pytree_round_trip(system):
             assert (m.kind, m.dtype) == (ref.kind, ref.dtype)
             np.testing.assert_array_equal(np.asarray(m.handle), np.asarray(ref.handle))
         x = klujax.solve_with_numeric(copied["n"], b, copied["s"])
-        assert_close(x, ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(x, reference_solve(Ai, Aj, Ax, b, N))
         # dropping or closing the copies frees nothing
         rebuilt.close()
         del rebuilt, copied
@@ -466,10 +466,10 @@ def test_handle_through_jit_and_vmap(system):
         assert_same_objects(np.asarray(vout.handle), np.asarray(num.handle))
         # tree_map over a jitted result, then solve with the rebuilt managers
         out2 = jax.tree_util.tree_map(lambda h: h, jax.jit(lambda m, s: (m, s))(num, sym))
-        assert_close(klujax.solve_with_numeric(out2[0], b, out2[1]), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_numeric(out2[0], b, out2[1]), reference_solve(Ai, Aj, Ax, b, N))
         # per-member managers made with vmap solve their own member
         xs = jax.vmap(lambda m, b: klujax.solve_with_numeric(m, b, sym))(num, b)
-        assert_close(xs, ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(xs, reference_solve(Ai, Aj, Ax, b, N))
         del out, vout, out2
         gc.collect()
         assert live_delta(before)["numeric"] == L
@@ -484,8 +484,8 @@ def test_handles_are_hashable_in_jit_cache(system):
     with klujax.factor(Ai, Aj, Ax, sym) as rnum, klujax.factor(Ai, Aj, Ax + 0j, sym) as cnum:
         xr = f(rnum, b + 0j)  # real factorization, complex b
         xc = f(cnum, b + 0j)
-        assert_close(xr, ref_solve(Ai, Aj, Ax, b + 0j, N))
-        assert_close(xc, ref_solve(Ai, Aj, Ax + 0j, b + 0j, N))
+        assert_close(xr, reference_solve(Ai, Aj, Ax, b + 0j, N))
+        assert_close(xc, reference_solve(Ai, Aj, Ax + 0j, b + 0j, N))
 
 
 # ============================================================================ symbolic sharing
@@ -495,7 +495,7 @@ def test_analyze_same_pattern_after_cache_eviction_shares_the_analysis():
     """Handles of one pattern share one analysis even after the pattern cache used by
     klujax.solve has evicted it (LRU of 64 patterns): a numeric handle factored with the
     first analysis must work with the second."""
-    Ai, Aj, Ax = make_system(N, seed=47)
+    Ai, Aj, Ax = make_split_system(N, seed=47)
     b = rand((N,))
     before = live()
     sym1 = klujax.analyze(Ai, Aj, N)
@@ -511,7 +511,7 @@ def test_analyze_same_pattern_after_cache_eviction_shares_the_analysis():
     try:
         assert int(sym2.handle) != int(sym1.handle)  # every analyze owns its own handle
         assert live_delta(before)["symbolic"] == 2
-        assert_close(klujax.solve_with_numeric(num, b, sym2), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_numeric(num, b, sym2), reference_solve(Ai, Aj, Ax, b, N))
     finally:
         num.close()
         sym2.close()
@@ -523,7 +523,7 @@ def test_double_free_of_shared_symbolic_does_not_free_other_owner():
     """free_symbolic documents that freeing twice is harmless. With the same pattern
     analysed twice (one shared, reference-counted id), freeing the first handle twice
     must not release the second owner's reference."""
-    Ai, Aj, Ax = make_system(N, seed=48)
+    Ai, Aj, Ax = make_split_system(N, seed=48)
     b = rand((N,))
     before = live()
     s1 = klujax.analyze(Ai, Aj, N)
@@ -533,7 +533,7 @@ def test_double_free_of_shared_symbolic_does_not_free_other_owner():
         klujax.free_symbolic(s1)  # harmless: the manager is closed
         klujax.free_symbolic(s1.handle)  # "harmless" too, per the docstring
         assert live_delta(before)["symbolic"] == 1  # s2's handle is untouched
-        assert_close(klujax.solve_with_symbol(Ai, Aj, Ax, b, s2), ref_solve(Ai, Aj, Ax, b, N))
+        assert_close(klujax.solve_with_symbol(Ai, Aj, Ax, b, s2), reference_solve(Ai, Aj, Ax, b, N))
     finally:
         s2.close()
 
@@ -544,8 +544,8 @@ def test_double_free_of_shared_symbolic_does_not_free_other_owner():
 def test_threads_share_one_numeric_handle(system):
     Ai, Aj, Ax, sym = system
     bs = rand((8, L, N, R), seed=11)
-    refs = [ref_solve(Ai, Aj, Ax, bs[k], N) for k in range(8)]
-    trefs = [ref_solve(Ai, Aj, Ax, bs[k], N, transpose=True) for k in range(8)]
+    refs = [reference_solve(Ai, Aj, Ax, bs[k], N) for k in range(8)]
+    trefs = [reference_solve(Ai, Aj, Ax, bs[k], N, transpose=True) for k in range(8)]
     errors: list[BaseException] = []
     start = threading.Barrier(4)
     with klujax.factor(Ai, Aj, Ax, sym) as num:
@@ -580,7 +580,7 @@ def test_threads_share_one_numeric_handle(system):
 
 def test_threads_factor_refactor_free_independently():
     """Threads that each own their handles (same pattern, shared symbolic) don't interfere."""
-    Ai, Aj, _ = make_system(N, seed=49)
+    Ai, Aj, _ = make_split_system(N, seed=49)
     errors: list[BaseException] = []
     before = live()
     with klujax.analyze(Ai, Aj, N) as sym:
@@ -591,9 +591,9 @@ def test_threads_factor_refactor_free_independently():
                     Ax2 = make_values(Ai, Aj, N, batch=(L,), seed=1000 * t + it + 500)
                     b = rand((L, N), seed=t)
                     with klujax.factor(Ai, Aj, Ax, sym) as num:
-                        assert_close(klujax.solve_with_numeric(num, b, sym), ref_solve(Ai, Aj, Ax, b, N))
+                        assert_close(klujax.solve_with_numeric(num, b, sym), reference_solve(Ai, Aj, Ax, b, N))
                         klujax.refactor(Ai, Aj, Ax2, num, sym)
-                        assert_close(klujax.solve_with_numeric(num, b, sym), ref_solve(Ai, Aj, Ax2, b, N))
+                        assert_close(klujax.solve_with_numeric(num, b, sym), reference_solve(Ai, Aj, Ax2, b, N))
             except BaseException as e:  # noqa: BLE001
                 errors.append(e)
 

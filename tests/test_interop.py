@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import dense, make_dominant, pattern, run_python, uniform_values
 
 import klujax
 import klujax._compat
-from hardening_helpers import dense, make_dominant, pattern, random_values, run_python
 
 N = 7
 
@@ -30,7 +30,7 @@ N = 7
 def _system(n: int = N, *, seed: int = 0, batch: tuple[int, ...] = (), dtype=np.float64):
     rng = np.random.default_rng(seed)
     Ai, Aj, diag = pattern(n, rng, density=0.4, duplicates=1)
-    Ax = make_dominant(random_values(rng, (*batch, len(Ai)), dtype), Ai, diag, n)
+    Ax = make_dominant(uniform_values(rng, (*batch, len(Ai)), dtype), Ai, diag, n)
     return Ai.astype(np.int32), Aj.astype(np.int32), Ax
 
 
@@ -62,7 +62,7 @@ def _close(x, expected, *, single: bool = False):
 def test_enable_x64_false_context_gives_single_precision(dtype, out32):
     assert jax.config.jax_enable_x64
     Ai, Aj, Ax = _system(seed=1, batch=(2,), dtype=dtype)
-    b = random_values(np.random.default_rng(2), (2, N), np.float32)
+    b = uniform_values(np.random.default_rng(2), (2, N), np.float32)
     expected = _ref(Ai, Aj, Ax.astype(out32), b)  # what jax would narrow Ax to
     with klujax._compat.enable_x64(False):
         for fn in (klujax.solve, jax.jit(klujax.solve)):
@@ -97,7 +97,7 @@ def test_interleaved_precisions_share_the_pattern_cache():
     """The same pattern (and even the same bit patterns of values) alternately in single
     and double precision: cached factorizations of one precision never serve the other."""
     Ai, Aj, Ax = _system(seed=4, batch=(3,))
-    b = random_values(np.random.default_rng(5), (3, N), np.float64)
+    b = uniform_values(np.random.default_rng(5), (3, N), np.float64)
     f = jax.jit(jax.grad(lambda a, bb: jnp.sum(klujax.solve(Ai, Aj, a, bb)), argnums=(0, 1)))
     g64 = f(Ax, b)
     for k in range(4):
@@ -155,7 +155,7 @@ def test_split_api_numeric_from_x64_off_used_with_x64_on():
     and a float64 b: like ``solve`` (float32 Ax, float64 b -> float64), the result must be
     float64 at double precision. BUG (minor): it comes back float32."""
     Ai, Aj, Ax = _system(seed=8)
-    b = random_values(np.random.default_rng(9), (N,), np.float64)
+    b = uniform_values(np.random.default_rng(9), (N,), np.float64)
     with klujax.analyze(Ai, Aj, N) as sym:
         with klujax._compat.enable_x64(False):
             num32 = klujax.factor(Ai, Aj, Ax.astype(np.float32), sym)
@@ -190,7 +190,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, module="jax.*")
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
 import klujax
-from hardening_helpers import dense, make_dominant, pattern, random_values
+from helpers import dense, make_dominant, pattern, uniform_values
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 devs = jax.devices()
@@ -200,8 +200,8 @@ n = 8
 rng = np.random.default_rng(0)
 Ai, Aj, diag = pattern(n, rng, density=0.4, duplicates=1)
 Ai, Aj = Ai.astype(np.int32), Aj.astype(np.int32)
-Ax = make_dominant(random_values(rng, (2, len(Ai)), np.float64), Ai, diag, n)
-b = random_values(rng, (2, n), np.float64)
+Ax = make_dominant(uniform_values(rng, (2, len(Ai)), np.float64), Ai, diag, n)
+b = uniform_values(rng, (2, n), np.float64)
 A = dense(Ai, Aj, Ax, n).real
 ref = np.linalg.solve(A, b[..., None])[..., 0]
 checks = []
@@ -279,14 +279,14 @@ assert os.environ["KLUJAX_FORCE_HOST_CALLBACK"] == "1"
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
 import klujax
-from hardening_helpers import dense, make_dominant, pattern, random_values
+from helpers import dense, make_dominant, pattern, uniform_values
 
 n = 9
 rng = np.random.default_rng(1)
 Ai, Aj, diag = pattern(n, rng, density=0.35, duplicates=2)
 Ai, Aj = Ai.astype(np.int32), Aj.astype(np.int32)
-Ax = make_dominant(random_values(rng, (3, len(Ai)), np.complex128), Ai, diag, n)
-b = random_values(rng, (3, n), np.float64)
+Ax = make_dominant(uniform_values(rng, (3, len(Ai)), np.complex128), Ai, diag, n)
+b = uniform_values(rng, (3, n), np.float64)
 A = dense(Ai, Aj, Ax, n)
 ref = np.linalg.solve(A, b[..., None])[..., 0]
 checks = []
@@ -308,7 +308,7 @@ check("jit(vmap)", jax.jit(jax.vmap(klujax.solve, (None, None, 0, None)))(Ai, Aj
 check("dot", klujax.dot(Ai, Aj, Ax, ref), b)
 
 # AD: x = A^-1 b, L = Re sum(w x); compare with the dense jnp reference
-w = random_values(rng, (3, n), np.complex128)
+w = uniform_values(rng, (3, n), np.complex128)
 def dense_solve(a, bb):
     Ad = jnp.zeros((3, n, n), a.dtype).at[:, Ai, Aj].add(a)
     return jnp.linalg.solve(Ad, bb[..., None].astype(a.dtype))[..., 0]

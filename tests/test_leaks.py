@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import live, live_delta, quiet_unowned, rss_mib
 
 import klujax
-from split_helpers import live, live_delta, quiet_unowned, rss_mib
 
 pytestmark = pytest.mark.slow
 

@@ -24,14 +24,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import (
+    BACKWARD_TOL,
+    FLOAT_DTYPES,
+    backward_error,
+    canon_b,
+    check_solution,
+    dense_jnp,
+    make_dominant,
+    members,
+    out_shape,
+    pattern,
+    result_dtype,
+    uniform_values,
+)
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 import klujax
 import klujax._compat
-from hardening_helpers import (BACKWARD_TOL, FLOAT_DTYPES, backward_error, canon_b,
-                               check_solution, dense_jnp, make_dominant, members, out_shape,
-                               pattern, random_values, result_dtype)
 
 _HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 # CI: no shrinking, so a failing run stays as fast as a passing one (the failing example
@@ -94,7 +105,7 @@ def systems(draw, *, max_n: int = MAX_N, allow_singular: bool = True,
     rng = np.random.default_rng(seed)
     Ai, Aj, diag = pattern(n, rng, density=density, transversal=kind != "no_transversal",
                            duplicates=duplicates)
-    Ax = random_values(rng, (la, len(Ai)) if ax_ndim == 2 else (len(Ai),), np.complex128)
+    Ax = uniform_values(rng, (la, len(Ai)) if ax_ndim == 2 else (len(Ai),), np.complex128)
     if dominant:
         Ax = make_dominant(Ax, Ai, diag, n)
     if not np.issubdtype(np.dtype(ax_dtype), np.complexfloating):
@@ -106,7 +117,7 @@ def systems(draw, *, max_n: int = MAX_N, allow_singular: bool = True,
         b_shape = (n, r) if ax_ndim == 1 else (lb, n)
     else:
         b_shape = (lb, n, r)
-    b = random_values(rng, b_shape, b_dtype)
+    b = uniform_values(rng, b_shape, b_dtype)
     return System(n, Ai.astype(idx_dtype), Aj.astype(idx_dtype), Ax, b, kind, dominant)
 
 
@@ -161,8 +172,8 @@ def test_non_broadcasting_batches_raise(n, la, lb, b_ndim, use_jit):
     assume(la != lb)
     rng = np.random.default_rng(0)
     Ai, Aj, diag = pattern(n, rng, density=0.3)
-    Ax = make_dominant(random_values(rng, (la, len(Ai)), np.float64), Ai, diag, n)
-    b = random_values(rng, (lb, n) if b_ndim == 2 else (lb, n, 2), np.float64)
+    Ax = make_dominant(uniform_values(rng, (la, len(Ai)), np.float64), Ai, diag, n)
+    b = uniform_values(rng, (lb, n) if b_ndim == 2 else (lb, n, 2), np.float64)
     with pytest.raises(ValueError, match="n_lhs"):
         _maybe_jit(klujax.solve, use_jit)(Ai, Aj, Ax, b)
 
@@ -266,7 +277,7 @@ def _rel_close(actual, expected, tol: float, what: str) -> None:
 def test_grad_matches_dense(sys_: System, use_jit: bool, seed: int):
     dtype = result_dtype(sys_.Ax.dtype, sys_.b.dtype)
     shape = out_shape(sys_.Ax.shape, sys_.b.shape)
-    w = random_values(np.random.default_rng(seed), shape, dtype)
+    w = uniform_values(np.random.default_rng(seed), shape, dtype)
     n = sys_.n
 
     def loss(solver):
@@ -290,8 +301,8 @@ def test_grad_matches_dense(sys_: System, use_jit: bool, seed: int):
 def test_jvp_matches_dense(sys_: System, use_jit: bool, seed: int, which: str):
     dtype = result_dtype(sys_.Ax.dtype, sys_.b.dtype)
     rng = np.random.default_rng(seed)
-    dAx = random_values(rng, sys_.Ax.shape, sys_.Ax.dtype) * (which != "b")
-    db = random_values(rng, sys_.b.shape, sys_.b.dtype) * (which != "Ax")
+    dAx = uniform_values(rng, sys_.Ax.shape, sys_.Ax.dtype) * (which != "b")
+    db = uniform_values(rng, sys_.b.shape, sys_.b.dtype) * (which != "Ax")
     dAx, db = dAx.astype(sys_.Ax.dtype), db.astype(sys_.b.dtype)
 
     def ours(Ax, b):

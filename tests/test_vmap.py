@@ -235,3 +235,12 @@ def test_vmap_over_indices_grad():
 
     assert_close(jax.grad(loss(klujax.solve))(Ax_b), jax.jit(jax.grad(loss(solve_jnp)))(Ax_b),
                  rtol=1e-9, atol=1e-9)
+
+
+def test_vmap_over_values_with_no_entries():
+    """n_nz = 0 under vmap (found by the property tests): NaN results, not a crash."""
+    e = np.zeros(0, np.int32)
+    for in_axes in (0, 1):
+        Ax = np.zeros((3, 1, 0)) if in_axes == 0 else np.zeros((1, 3, 0))
+        x = jax.vmap(lambda a: klujax.solve(e, e, a, np.ones((1, 5))), in_axes=in_axes)(Ax)
+        assert x.shape == (3, 1, 5) and np.isnan(np.asarray(x)).all()

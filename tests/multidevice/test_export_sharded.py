@@ -9,11 +9,12 @@ from typing import Any
 import jax
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from helpers import run_python
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from md_helpers import AXIS, L, N, close, ref_solve, rhs, system
 
 import klujax
-from hardening_helpers import run_python
-from md_helpers import AXIS, L, N, close, ref_solve, rhs, system
 
 export = pytest.importorskip("jax.export")
 pytest.importorskip("flatbuffers")

@@ -5,7 +5,7 @@ split API and gradients. Runs in a fresh process (the variable is read at import
 
 from __future__ import annotations
 
-from hardening_helpers import run_python
+from helpers import run_python
 
 CODE = """
 import json, warnings
