@@ -20,11 +20,17 @@ FLAG = "--xla_force_host_platform_device_count=4"
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_multidevice(name: str) -> None:
+def test_multidevice(name: str, tmp_path: pathlib.Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if k not in ("JAX_PLATFORMS", "JAX_ENABLE_X64", "KLUJAX_FORCE_HOST_CALLBACK")}
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FLAG}".strip()
+    # Run from an empty directory: `python -m pytest` puts its working directory first on
+    # sys.path, and the checkout's klujax/ (sources only) must not shadow an installed
+    # klujax (scripts/test_install.sh, sanitize.sh) in the child or in its subprocesses.
+    root = HERE.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"tests/multidevice/{name}"],
-        cwd=HERE.parent, env=env, capture_output=True, text=True, timeout=900)
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-c", str(root / "pyproject.toml"), "--rootdir", str(root),
+         str(HERE / "multidevice" / name)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{name}:\n{proc.stdout[-12000:]}\n{proc.stderr[-4000:]}"
