@@ -211,7 +211,7 @@ def _lhs_sharded_inside(x: jax.Array) -> bool:
 
 def _merge(x: jax.Array, swap: bool) -> jax.Array:
     """(B, l, ...) -> (B * l, ...), or l-major (l * B, ...) with ``swap``."""
-    return (jnp.swapaxes(x, 0, 1) if swap else x).reshape(-1, *x.shape[2:])
+    return (jnp.swapaxes(x, 0, 1) if swap else x).reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
 def _unmerge(x: jax.Array, B: int, l: int, swap: bool) -> jax.Array:
