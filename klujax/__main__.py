@@ -2,8 +2,9 @@
 
 It builds an RC ladder (a transmission-line model) and a 2D resistor grid, solves a
 frequency sweep as one batch inside ``jax.jit``, takes a gradient through the solve,
-uses the split API for a transient run, checks every result against a dense solve, and
-prints what it did with timings. Exit status 1 if any check fails.
+uses the split API for a transient run, reports condition estimates, determinants and
+backward errors, checks every result against a dense solve, and prints what it did with
+timings. Exit status 1 if any check fails.
 """
 
 from __future__ import annotations
@@ -61,12 +62,12 @@ def grid(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(Ai, np.int32), np.array(Aj, np.int32), np.array(Ax)
 
 
-def dense(Ai: np.ndarray, Aj: np.ndarray, Ax: jax.Array, n: int) -> jax.Array:
+def dense(Ai: np.ndarray, Aj: np.ndarray, Ax: jax.Array | np.ndarray, n: int) -> jax.Array:
     """Dense (..., n, n) matrices from COO values (duplicates summed)."""
     return jnp.zeros((*Ax.shape[:-1], n, n), Ax.dtype).at[..., Ai, Aj].add(Ax)
 
 
-def timeit(fn, *args, repeat: int = 7) -> float:  # noqa: ANN001
+def timeit(fn, *args, repeat: int = 7) -> float:
     jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeat):
@@ -76,7 +77,7 @@ def timeit(fn, *args, repeat: int = 7) -> float:  # noqa: ANN001
     return float(np.median(times))
 
 
-def timeit_varying(fn, inputs: list) -> float:  # noqa: ANN001
+def timeit_varying(fn, inputs: list) -> float:
     """Median time of fn over distinct inputs (each first seen in the timed call)."""
     jax.block_until_ready(fn(inputs[0] * 0.5))  # compile
     times = []
@@ -110,8 +111,10 @@ def _run(n: int, n_freq: int) -> int:
         ok &= err < tol
         print(f"  check {name:<44s} rel. error {err:.1e}  [{status}]")
 
-    print(f"klujax {klujax.__version__} (KLU {klujax._klujax.klu_version}, jax {jax.__version__}, "
-          f"{jax.devices()[0].platform})")
+    print(
+        f"klujax {klujax.__version__} (KLU {klujax._klujax.klu_version}, jax {jax.__version__}, "
+        f"{jax.devices()[0].platform})"
+    )
 
     # 1. Frequency sweep of an RC ladder: one batched complex solve inside jit.
     Ai, Aj, G, C = rc_ladder(n)
@@ -120,22 +123,32 @@ def _run(n: int, n_freq: int) -> int:
     b = jnp.zeros(n, complex).at[0].set(1.0)  # 1 A injected at node 0, shared by all
     sweep = jax.jit(lambda Ax, b: klujax.solve(Ai, Aj, Ax, b))
     x = sweep(Ax, b)
-    x_ref = jnp.linalg.solve(dense(Ai, Aj, Ax, n), jnp.broadcast_to(b, (n_freq, n))[..., None])[..., 0]
-    print(f"\n[1] RC ladder, n={n}, nnz={len(Ai)}: frequency sweep of {n_freq} complex systems "
-          "in one jitted klujax.solve")
+    x_ref = jnp.linalg.solve(dense(Ai, Aj, Ax, n), jnp.broadcast_to(b, (n_freq, n))[..., None])[
+        ..., 0
+    ]
+    print(
+        f"\n[1] RC ladder, n={n}, nnz={len(Ai)}: frequency sweep of {n_freq} complex systems "
+        "in one jitted klujax.solve"
+    )
     check("batched solve vs jnp.linalg.solve", relerr(x, x_ref), 1e-9)
     t_klu = timeit(sweep, Ax, b)
-    t_dense = timeit(jax.jit(lambda A, b: jnp.linalg.solve(A, b)), dense(Ai, Aj, Ax, n),
-                     jnp.broadcast_to(b, (n_freq, n))[..., None], repeat=1)
-    print(f"  time: klujax {t_klu * 1e3:.2f} ms for the sweep ({t_klu / n_freq * 1e6:.0f} us per "
-          f"system); dense LU {t_dense * 1e3:.2f} ms")
+    t_dense = timeit(
+        jax.jit(lambda A, b: jnp.linalg.solve(A, b)),
+        dense(Ai, Aj, Ax, n),
+        jnp.broadcast_to(b, (n_freq, n))[..., None],
+        repeat=1,
+    )
+    print(
+        f"  time: klujax {t_klu * 1e3:.2f} ms for the sweep ({t_klu / n_freq * 1e6:.0f} us per "
+        f"system); dense LU {t_dense * 1e3:.2f} ms"
+    )
 
     # 2. Gradient of the far-end voltage magnitude w.r.t. every conductance value.
-    def far_end(G):  # noqa: ANN001, ANN202
+    def far_end(G):
         x = klujax.solve(Ai, Aj, G[None, :] + 1j * omega[:, None] * C[None, :], b)
         return jnp.sum(jnp.abs(x[:, -1]) ** 2)
 
-    def far_end_dense(G):  # noqa: ANN001, ANN202
+    def far_end_dense(G):
         A = dense(Ai, Aj, G[None, :] + 1j * omega[:, None] * C[None, :], n)
         x = jnp.linalg.solve(A, jnp.broadcast_to(b, (n_freq, n))[..., None])[..., 0]
         return jnp.sum(jnp.abs(x[:, -1]) ** 2)
@@ -148,8 +161,10 @@ def _run(n: int, n_freq: int) -> int:
     Gs = [jnp.asarray(G * (1.0 + 1e-3 * k)) for k in range(8)]
     t_grad = timeit_varying(grad, Gs)
     t_fwd = timeit_varying(jax.jit(far_end), Gs)
-    print(f"  time: forward {t_fwd * 1e3:.2f} ms, gradient {t_grad * 1e3:.2f} ms "
-          f"(ratio {t_grad / t_fwd:.2f}: the backward pass reuses the forward factorizations)")
+    print(
+        f"  time: forward {t_fwd * 1e3:.2f} ms, gradient {t_grad * 1e3:.2f} ms "
+        f"(ratio {t_grad / t_fwd:.2f}: the backward pass reuses the forward factorizations)"
+    )
 
     # 3. A 2D resistor grid, transient with backward Euler: factor once, then one
     #    triangular solve per time step with the split API.
@@ -163,28 +178,57 @@ def _run(n: int, n_freq: int) -> int:
     source = jnp.zeros(N).at[N // 2].set(1.0)
 
     @jax.jit
-    def run(v0, num, sym):  # noqa: ANN001, ANN202
-        def step(v, _):  # noqa: ANN001, ANN202
+    def run(v0, num, sym):
+        def step(v, _):
             v = klujax.solve_with_numeric(num, cap / dt * v + source, sym)
             return v, v[N // 2]
+
         return jax.lax.scan(step, v0, None, length=200)
 
-    v, trace = run(jnp.zeros(N), num, sym)
+    v, _trace = run(jnp.zeros(N), num, sym)
     lu = jax.scipy.linalg.lu_factor(dense(Gi, Gj, jnp.asarray(Ax_t), N))
     v_ref, _ = jax.lax.scan(
         lambda v, _: (jax.scipy.linalg.lu_solve(lu, cap / dt * v + source), None),
-        jnp.zeros(N), None, length=200)
-    print(f"\n[3] {m}x{m} resistor grid (n={N}): 200 backward-Euler steps, factor once + "
-          "solve_with_numeric in a jitted lax.scan")
+        jnp.zeros(N),
+        None,
+        length=200,
+    )
+    print(
+        f"\n[3] {m}x{m} resistor grid (n={N}): 200 backward-Euler steps, factor once + "
+        "solve_with_numeric in a jitted lax.scan"
+    )
     check("transient vs dense LU", relerr(v, v_ref), 1e-9)
     t_tr = timeit(run, jnp.zeros(N), num, sym)
     print(f"  time: {t_tr * 1e3:.2f} ms for 200 steps ({t_tr / 200 * 1e6:.1f} us per step)")
     num.close()
     sym.close()
 
+    # 4. What KLU knows about the sweep's matrices, and the accuracy check at work.
+    print(
+        "\n[4] diagnostics of the sweep's matrices (one batched call each) and the backward error"
+    )
+    ce = klujax.condest(Ai, Aj, Ax, n)
+    sign, logdet = klujax.slogdet(Ai, Aj, Ax, n)
+    ref_sign, ref_logdet = jnp.linalg.slogdet(dense(Ai, Aj, Ax, n))
+    check(
+        "slogdet vs jnp.linalg.slogdet", relerr(logdet, ref_logdet) + relerr(sign, ref_sign), 1e-10
+    )
+    A_np = np.asarray(dense(Ai, Aj, Ax, n))
+    x_np, b_np = np.asarray(x), np.broadcast_to(np.asarray(b), (n_freq, n))
+    resid = np.abs(b_np - np.einsum("lij,lj->li", A_np, x_np)).max(axis=1)
+    berr = resid / (np.abs(A_np).sum(axis=2).max(axis=1) * np.abs(x_np).max(axis=1) + 1)
+    check("worst backward error of the sweep (target 1e-14)", float(berr.max()), 1e-13)
+    print(
+        f"  condest from {float(ce.min()):.1e} to {float(ce.max()):.1e} over the sweep; "
+        f"refinement steps so far: {klujax.cache_info()['refine_steps']}, "
+        f"fresh-pivot fallbacks: {klujax.cache_info()['refactor_fallbacks']}"
+    )
+
     info = klujax.cache_info()
-    print(f"\nnative cache: {info['patterns']} patterns, {info['numeric_sets']} kept factorizations, "
-          f"{info['bytes'] / 2**20:.1f} MiB of {info['limit_bytes'] / 2**20:.0f} MiB")
+    print(
+        f"\nnative cache: {info['patterns']} patterns, {info['numeric_sets']} kept factorizations, "
+        f"{info['bytes'] / 2**20:.1f} MiB of {info['limit_bytes'] / 2**20:.0f} MiB"
+    )
     print("\nall checks passed" if ok else "\nSOME CHECKS FAILED")
     return 0 if ok else 1
 

@@ -11,6 +11,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _klujax
+from ._formats import SparseMatrix, matrix_args, require
 from ._handles import KLUHandleManager, handle_array
 from ._ops import bind, prim
 from ._options import KLUOptions, as_options
@@ -21,8 +22,9 @@ RCOND, CONDEST, SLOGDET = 0, 1, 2
 
 
 @partial(jax.jit, static_argnames=("fn", "n_col", "what", "options"))
-def _diagnose(Ai: Any, Aj: Any, Ax: Any, *, fn: str, n_col: int, what: int,
-              options: KLUOptions) -> jax.Array:
+def _diagnose(
+    Ai: Any, Aj: Any, Ax: Any, *, fn: str, n_col: int, what: int, options: KLUOptions
+) -> jax.Array:
     ndim = jnp.ndim(Ax)
     Ai, Aj, Ax2 = canonical_values(fn, Ai, Aj, Ax)
     out = bind(prim("diagnostics", Ax2.dtype), Ai, Aj, Ax2, n_col=n_col, what=what, options=options)
@@ -36,22 +38,29 @@ def _diagnose_numeric(num: jax.Array, what: int) -> jax.Array:
     return out[:, 0].reshape(num.shape)
 
 
-def _estimate(fn: str, what: int, Ai: Any, Aj: Any, Ax: Any, n_col: Any,
-              options: KLUOptions | None) -> jax.Array:
+def _estimate(
+    fn: str, what: int, Ai: Any, Aj: Any, Ax: Any, n_col: Any, options: KLUOptions | None
+) -> jax.Array:
     if isinstance(Ai, KLUHandleManager) or (Aj is None and getattr(Ai, "dtype", None) == np.uint64):
         if Aj is not None or Ax is not None or n_col is not None:
             raise TypeError(f"{fn}: pass either a numeric handle alone or (Ai, Aj, Ax, n_col)")
         return _diagnose_numeric(handle_array(fn, "numeric", Ai, "numeric"), what)
+    Ai, Aj, Ax, n_col = matrix_args(fn, (Ai, Aj, Ax, n_col), 0, n_col=True)
     if Aj is None or Ax is None or n_col is None:
-        raise TypeError(f"{fn}: expected (Ai, Aj, Ax, n_col) or a numeric handle")
-    out = _diagnose(Ai, Aj, Ax, fn=fn, n_col=static_n_col(fn, n_col), what=what,
-                    options=as_options(fn, options))
+        raise TypeError(f"{fn}: expected (Ai, Aj, Ax, n_col), a sparse matrix, or a numeric handle")
+    out = _diagnose(
+        Ai, Aj, Ax, fn=fn, n_col=static_n_col(fn, n_col), what=what, options=as_options(fn, options)
+    )
     return out[..., 0].real
 
 
 def rcond(
-    Ai: ArrayLike | KLUHandleManager, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
-    n_col: int | None = None, *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix | KLUHandleManager,
+    Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> jax.Array:
     """KLU's cheap reciprocal pivot ratio ``min |u_kk| / max |u_kk|`` of ``A``'s LU factors.
 
@@ -59,7 +68,8 @@ def rcond(
     pivot order and scaling (see :func:`condest` for a real condition estimate).
 
     Args:
-        Ai: ``(n_nz,)`` row indices, or a numeric handle (:func:`klujax.factor`) alone,
+        Ai: ``(n_nz,)`` row indices, a sparse matrix ``A`` alone (as for
+            :func:`klujax.solve`), or a numeric handle (:func:`klujax.factor`) alone,
             whose current factorization is inspected.
         Aj: ``(n_nz,)`` column indices.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values (float or complex).
@@ -75,8 +85,12 @@ def rcond(
 
 
 def condest(
-    Ai: ArrayLike | KLUHandleManager, Aj: ArrayLike | None = None, Ax: ArrayLike | None = None,
-    n_col: int | None = None, *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix | KLUHandleManager,
+    Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> jax.Array:
     """KLU's estimate of the 1-norm condition number ``||A||_1 ||A^-1||_1`` (``klu_condest``).
 
@@ -84,7 +98,7 @@ def condest(
     factor of the true value and never above it by more than rounding.
 
     Args:
-        Ai: ``(n_nz,)`` row indices, or a numeric handle alone.
+        Ai: ``(n_nz,)`` row indices, a sparse matrix alone, or a numeric handle alone.
         Aj: ``(n_nz,)`` column indices.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values.
         n_col: the matrix size ``n`` (static int).
@@ -98,15 +112,20 @@ def condest(
 
 
 def slogdet(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, n_col: int, *, options: KLUOptions | None = None
+    Ai: ArrayLike | SparseMatrix,
+    Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-    """Sign and natural log of ``|det A|``, like :func:`jax.numpy.linalg.slogdet`.
+    """Sign and natural log of ``|det A|``, like ``jax.numpy.linalg.slogdet``.
 
     From the LU factors: ``det A = sign(P) sign(Q) prod(R) prod(diag U)`` with KLU's
     permutations ``P``, ``Q`` and row scale factors ``R`` (see :func:`lu`).
 
     Args:
-        Ai: ``(n_nz,)`` row indices.
+        Ai: ``(n_nz,)`` row indices, or a sparse matrix ``A`` alone.
         Aj: ``(n_nz,)`` column indices.
         Ax: ``(n_nz,)`` or ``(n_lhs, n_nz)`` values.
         n_col: the matrix size ``n`` (static int).
@@ -123,8 +142,17 @@ def slogdet(
     time), far more than ``slogdet`` itself (one factorization).
     """
     fn = "klujax.slogdet"
-    out = _diagnose(Ai, Aj, Ax, fn=fn, n_col=static_n_col(fn, n_col), what=SLOGDET,
-                    options=as_options(fn, options))
+    Ai, Aj, Ax, n_col = matrix_args(fn, (Ai, Aj, Ax, n_col), 0, n_col=True)
+    require(fn, Aj=Aj, Ax=Ax, n_col=n_col)
+    out = _diagnose(
+        Ai,
+        Aj,
+        Ax,
+        fn=fn,
+        n_col=static_n_col(fn, n_col),
+        what=SLOGDET,
+        options=as_options(fn, options),
+    )
     return out[..., 0], out[..., 1].real
 
 
@@ -148,7 +176,12 @@ class KLUFactors(NamedTuple):
 
 
 def lu(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, n_col: int, *, options: KLUOptions | None = None
+    Ai: ArrayLike | SparseMatrix,
+    Aj: ArrayLike | None = None,
+    Ax: ArrayLike | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> KLUFactors:
     """The factors KLU computes for one matrix: ``(A / R[:, None])[P][:, Q] = L @ U + F``.
 
@@ -158,7 +191,7 @@ def lu(
     blocks. ``R[i]`` is the scale factor of row ``i`` (ones with ``scale="none"``).
 
     Args:
-        Ai: ``(n_nz,)`` row indices.
+        Ai: ``(n_nz,)`` row indices, or a sparse matrix ``A`` alone.
         Aj: ``(n_nz,)`` column indices.
         Ax: ``(n_nz,)`` values of one matrix (float or complex).
         n_col: the matrix size ``n``.
@@ -174,6 +207,8 @@ def lu(
     from jax.experimental import sparse
 
     fn = "klujax.lu"
+    Ai, Aj, Ax, n_col = matrix_args(fn, (Ai, Aj, Ax, n_col), 0, n_col=True)
+    require(fn, Aj=Aj, Ax=Ax, n_col=n_col)
     n = static_n_col(fn, n_col)
     opts = as_options(fn, options)
     dtype = compute_dtype(fn, Ax=Ax)
@@ -181,8 +216,10 @@ def lu(
     aj = np.asarray(as_index(fn, "Aj", Aj), np.int32)
     ax = np.asarray(Ax)
     if ax.ndim != 1 or ai.shape != ax.shape or aj.shape != ax.shape:
-        raise ValueError(f"{fn}: expected Ai, Aj, Ax of one shape (n_nz,) (one matrix), got "
-                         f"{ai.shape}, {aj.shape}, {ax.shape}")
+        raise ValueError(
+            f"{fn}: expected Ai, Aj, Ax of one shape (n_nz,) (one matrix), got "
+            f"{ai.shape}, {aj.shape}, {ax.shape}"
+        )
     cplx = np.issubdtype(ax.dtype, np.complexfloating)
     ax = np.ascontiguousarray(ax, np.complex128 if cplx else np.float64)
     f = _klujax.lu(ai, aj, ax, n, opts.as_attribute())
@@ -199,5 +236,8 @@ def lu(
         L=matrix(f["Lp"], f["Li"], f["Lx"]),
         U=matrix(f["Up"], f["Ui"], f["Ux"]),
         F=matrix(f["Fp"], f["Fi"], f["Fx"]),
-        P=f["P"], Q=f["Q"], R=R, blocks=f["R"],
+        P=f["P"],
+        Q=f["Q"],
+        R=R,
+        blocks=f["R"],
     )

@@ -23,11 +23,11 @@ def _free_native(kind: str, handle: np.ndarray, uses: list[weakref.ref]) -> None
         # be queued. Wait for the results the manager handed out before freeing.
         pending = [r() for r in uses]
         jax.block_until_ready([x for x in pending if x is not None])
-    except Exception:  # noqa: BLE001  (a failed computation has nothing left to wait for)
+    except Exception:
         pass
     try:
         _klujax.free_handles(kind, [int(i) for i in handle.reshape(-1)])
-    except Exception:  # noqa: BLE001  (finalizers must never raise, e.g. at shutdown)
+    except Exception:
         pass
 
 
@@ -63,18 +63,23 @@ class KLUHandleManager:
     manager Python created outside ``jit`` frees the object, exactly once.
     """
 
-    def __init__(self, handle: Any, *, kind: str = "numeric", dtype: Any = None, owned: bool = False):
+    def __init__(
+        self, handle: Any, *, kind: str = "numeric", dtype: Any = None, owned: bool = False
+    ):
         if kind not in ("symbolic", "numeric"):
-            raise ValueError(f"KLUHandleManager: kind must be 'symbolic' or 'numeric', got {kind!r}")
+            raise ValueError(
+                f"KLUHandleManager: kind must be 'symbolic' or 'numeric', got {kind!r}"
+            )
         self.handle = handle
         self.kind = kind
         self.dtype = None if dtype is None else np.dtype(dtype)
-        self._dtype_name = None if dtype is None else self.dtype.name
+        self._dtype_name = None if self.dtype is None else self.dtype.name
         self.owned = bool(owned) and not isinstance(handle, jax.core.Tracer)
         self._uses: list[weakref.ref] = []  # results computed with this handle (eager)
         self._finalizer = (
             weakref.finalize(self, _free_native, kind, np.asarray(handle).copy(), self._uses)
-            if self.owned else None
+            if self.owned
+            else None
         )
 
     def _track(self, out: Any) -> Any:
@@ -136,5 +141,6 @@ def handle_array(fn: str, name: str, h: Any, kind: str) -> jax.Array:
     if dt != np.uint64:
         raise TypeError(
             f"{fn}: {name} must be a KLUHandleManager or a uint64 handle array, got "
-            f"{type(h).__name__} of dtype {dt}")
+            f"{type(h).__name__} of dtype {dt}"
+        )
     return h

@@ -9,12 +9,11 @@ names come from :func:`target_name` alone.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-
-import os
 
 import jax
 import numpy as np
@@ -36,7 +35,6 @@ from ._compat import (
 )
 from ._options import KLUOptions
 from ._shapes import DTYPE_SUFFIX, check_canonical
-
 
 
 def target_name(op_key: str, version: int) -> str:
@@ -119,10 +117,14 @@ def _numeric_solve_eval(num: Any, b: Any, sym: Any, *, spec: OpSpec, **params: A
     _check_handle(spec, "numeric", num, 1)
     _check_handle(spec, "symbolic", sym, 0)
     if b.ndim != 3 or np.dtype(b.dtype) not in DTYPE_SUFFIX:
-        raise TypeError(f"{spec.name}: b must be (lb, n_col, n_rhs) float/complex, got {b.dtype}{b.shape}")
+        raise TypeError(
+            f"{spec.name}: b must be (lb, n_col, n_rhs) float/complex, got {b.dtype}{b.shape}"
+        )
     ln, lb = num.shape[0], b.shape[0]
     if ln != lb and 1 not in (ln, lb):
-        raise ValueError(f"{spec.name}: {ln} numeric handles and a batch of {lb} in b do not broadcast")
+        raise ValueError(
+            f"{spec.name}: {ln} numeric handles and a batch of {lb} in b do not broadcast"
+        )
     return _aval((ln if lb == 1 else lb, *b.shape[1:]), b.dtype)
 
 
@@ -136,12 +138,16 @@ def _factor_eval(Ai: Any, Aj: Any, Ax: Any, *rest: Any, spec: OpSpec, **params: 
     for role, h in zip(spec.operands[3:], rest):
         _check_handle(spec, role, h, 0 if role == "symbolic" else 1)
     if Ax.ndim != 2 or Ax.shape[1] != Ai.shape[0]:
-        raise ValueError(f"{spec.name}: Ax must be (la, n_nz) with n_nz={Ai.shape[0]}, got {Ax.shape}")
+        raise ValueError(
+            f"{spec.name}: Ax must be (la, n_nz) with n_nz={Ai.shape[0]}, got {Ax.shape}"
+        )
     if spec.name == "refactor":
         num = rest[0]
         if Ax.shape[0] not in (1, num.shape[0]):
-            raise ValueError(f"klujax.{spec.name}: Ax has {Ax.shape[0]} batch members for "
-                             f"{num.shape[0]} numeric handles")
+            raise ValueError(
+                f"klujax.{spec.name}: Ax has {Ax.shape[0]} batch members for "
+                f"{num.shape[0]} numeric handles"
+            )
         return _aval(num.shape, np.uint64)
     return _aval((Ax.shape[0],), np.uint64)
 
@@ -156,8 +162,10 @@ def _values_eval(Ai: Any, Aj: Any, Ax: Any, *, spec: OpSpec, n_col: int, **param
     if Ai.dtype != np.int32 or Aj.shape != Ai.shape or Ai.ndim != 1:
         raise TypeError(f"{spec.name}: Ai, Aj must be int32 vectors of one length")
     if Ax.ndim != 2 or Ax.shape[1] != Ai.shape[0] or np.dtype(Ax.dtype) not in DTYPE_SUFFIX:
-        raise ValueError(f"{spec.name}: Ax must be float/complex (la, n_nz) with "
-                         f"n_nz={Ai.shape[0]}, got {Ax.dtype}{Ax.shape}")
+        raise ValueError(
+            f"{spec.name}: Ax must be float/complex (la, n_nz) with "
+            f"n_nz={Ai.shape[0]}, got {Ax.dtype}{Ax.shape}"
+        )
     width = 2 if spec.name == "diagnostics" else Ai.shape[0]
     return _aval((Ax.shape[0], width), Ax.dtype)
 
@@ -222,12 +230,14 @@ def _add_sdy_rule(ctx: Any, spec: OpSpec, args: Any, results: Any) -> None:
         return  # symbolic shapes: no partitioning
     from ._partition import sdy_rule
 
-    operands, result, need = sdy_rule(spec, [tuple(a.shape) for a in ctx.avals_in],
-                                      tuple(ctx.avals_out[0].shape))
+    operands, result, need = sdy_rule(
+        spec, [tuple(a.shape) for a in ctx.avals_in], tuple(ctx.avals_out[0].shape)
+    )
     op = results[0].owner
     op = getattr(op, "operation", op)
     op.attributes["sdy.sharding_rule"] = sdy_rule_attribute(
-        operands, result, need, [a.type for a in args], [r.type for r in results])
+        operands, result, need, [a.type for a in args], [r.type for r in results]
+    )
 
 
 def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> Any:
@@ -241,7 +251,8 @@ def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) 
     outs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in ctx.avals_out]
     major_to_minor = lambda lay: None if lay is None else tuple(reversed(lay))  # noqa: E731
     call = jax.ffi.ffi_call(
-        name, outs[0],
+        name,
+        outs[0],
         input_layouts=[major_to_minor(lay) for lay in _layouts(spec, len(args))],
         output_layouts=major_to_minor(RHS_LAYOUT if len(outs[0].shape) == 3 else None),
         has_side_effect=spec.effectful,
@@ -264,13 +275,20 @@ def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) 
 
 # KLUJAX_FORCE_HOST_CALLBACK=1 uses the accelerator path on the CPU too (for testing it).
 _HOST_PLATFORMS = ("cuda", "rocm", "tpu") + (
-    ("cpu",) if os.environ.get("KLUJAX_FORCE_HOST_CALLBACK") == "1" else ())
+    ("cpu",) if os.environ.get("KLUJAX_FORCE_HOST_CALLBACK") == "1" else ()
+)
 
 
 #: the meaning of each dimension of an operand, by role: "L" the batch (n_lhs), "R" the
 #: right-hand sides, None a dimension every device needs whole (see klujax._partition)
-ROLE_DIMS = {"index": (None,), "index2": (None,), "values": ("L", None),
-             "rhs": ("L", None, "R"), "numeric": ("L",), "symbolic": ()}
+ROLE_DIMS = {
+    "index": (None,),
+    "index2": (None,),
+    "values": ("L", None),
+    "rhs": ("L", None, "R"),
+    "numeric": ("L",),
+    "symbolic": (),
+}
 
 
 def labels(spec: OpSpec, in_shapes: Any, out_shape: tuple) -> tuple[list, tuple]:
@@ -279,13 +297,16 @@ def labels(spec: OpSpec, in_shapes: Any, out_shape: tuple) -> tuple[list, tuple]
     Ordering-only operands (``dependency=``) get None instead of a tuple. A batch
     dimension of size 1 is broadcast, so it is not the L factor.
     """
+
     def of(dims: tuple, shape: tuple) -> tuple:
         if len(dims) != len(shape):  # e.g. a symbolic handle flattened to (1,) for free
             return (None,) * len(shape)
         return tuple(None if f == "L" and shape[d] == 1 else f for d, f in enumerate(dims))
 
-    ins = [of(ROLE_DIMS[spec.operands[i]], tuple(shape)) if i < len(spec.operands) else None
-           for i, shape in enumerate(in_shapes)]
+    ins = [
+        of(ROLE_DIMS[spec.operands[i]], tuple(shape)) if i < len(spec.operands) else None
+        for i, shape in enumerate(in_shapes)
+    ]
     return ins, of(spec.result_dims, tuple(out_shape))
 
 
@@ -305,7 +326,7 @@ def _out_spec(spec: OpSpec, avals: Any, out: Any) -> list[Any]:
 def _abstract_eval(*avals: Any, spec: OpSpec, name: str, dtype: Any, **params: Any) -> Any:
     """The op's own shape rule, plus what every op shares: the operands' vma and the
     batch sharding of explicitly sharded operands."""
-    out = spec.abstract_eval(*avals[:len(spec.operands)], spec=spec, dtype=dtype, **params)
+    out = spec.abstract_eval(*avals[: len(spec.operands)], spec=spec, dtype=dtype, **params)
     return with_operand_types(name, out, avals, _out_spec(spec, avals, out))
 
 
@@ -330,12 +351,18 @@ def make_primitives(spec: OpSpec) -> None:
         evaluate = partial(_abstract_eval, spec=spec, name=name, dtype=dtype)
         if spec.effectful:
             p.def_effectful_abstract_eval(
-                lambda *a, _e=evaluate, effect=True, **k: (_e(*a, **k), {klu_effect} if effect else set()))
+                lambda *a, _e=evaluate, effect=True, **k: (
+                    _e(*a, **k),
+                    {klu_effect} if effect else set(),
+                )
+            )
         else:
             p.def_abstract_eval(evaluate)
         mlir.register_lowering(p, partial(_lowering, spec=spec, sfx=sfx), platform="cpu")
         for platform in _HOST_PLATFORMS:
-            mlir.register_lowering(p, partial(_host_lowering, spec=spec, sfx=sfx), platform=platform)
+            mlir.register_lowering(
+                p, partial(_host_lowering, spec=spec, sfx=sfx), platform=platform
+            )
         spec.primitives[sfx] = p
 
 
@@ -347,33 +374,97 @@ def prim(op: str, dtype: Any) -> Primitive:
 _IJ = ("index", "index2")
 _OPT = "options"  # a KLUOptions, passed to the handler as one f64 array attribute
 _LNR = ("L", None, "R")  # results (n_lhs, n_col, n_rhs)
-SOLVE = register(OpSpec("solve", (*_IJ, "values", "rhs"), _rhs_like_eval,
-                        params=("transpose", "retain", _OPT), variadic=True, result_dims=_LNR))
+SOLVE = register(
+    OpSpec(
+        "solve",
+        (*_IJ, "values", "rhs"),
+        _rhs_like_eval,
+        params=("transpose", "retain", _OPT),
+        variadic=True,
+        result_dims=_LNR,
+    )
+)
 DOT = register(OpSpec("dot", (*_IJ, "values", "rhs"), _rhs_like_eval, result_dims=_LNR))
-ANALYZE = register(OpSpec("analyze", _IJ, _analyze_eval, params=("n_col", _OPT), effectful=True,
-                          per_dtype=False))
-FACTOR = register(OpSpec("factor", (*_IJ, "values", "symbolic"), _factor_eval, params=(_OPT,),
-                         effectful=True, result_dims=("L",)))
-REFACTOR = register(OpSpec("refactor", (*_IJ, "values", "numeric", "symbolic"), _factor_eval,
-                           params=(_OPT,), effectful=True, variadic=True, result_dims=("L",)))
-SOLVE_WITH_SYMBOL = register(OpSpec("solve_with_symbol", (*_IJ, "values", "rhs", "symbolic"),
-                                    _rhs_like_eval, params=("transpose", "retain", _OPT),
-                                    variadic=True, result_dims=_LNR))
-SOLVE_WITH_NUMERIC = register(OpSpec("solve_with_numeric", ("numeric", "rhs", "symbolic"),
-                                     _numeric_solve_eval, params=("transpose", _OPT),
-                                     result_dims=_LNR))
+ANALYZE = register(
+    OpSpec("analyze", _IJ, _analyze_eval, params=("n_col", _OPT), effectful=True, per_dtype=False)
+)
+FACTOR = register(
+    OpSpec(
+        "factor",
+        (*_IJ, "values", "symbolic"),
+        _factor_eval,
+        params=(_OPT,),
+        effectful=True,
+        result_dims=("L",),
+    )
+)
+REFACTOR = register(
+    OpSpec(
+        "refactor",
+        (*_IJ, "values", "numeric", "symbolic"),
+        _factor_eval,
+        params=(_OPT,),
+        effectful=True,
+        variadic=True,
+        result_dims=("L",),
+    )
+)
+SOLVE_WITH_SYMBOL = register(
+    OpSpec(
+        "solve_with_symbol",
+        (*_IJ, "values", "rhs", "symbolic"),
+        _rhs_like_eval,
+        params=("transpose", "retain", _OPT),
+        variadic=True,
+        result_dims=_LNR,
+    )
+)
+SOLVE_WITH_NUMERIC = register(
+    OpSpec(
+        "solve_with_numeric",
+        ("numeric", "rhs", "symbolic"),
+        _numeric_solve_eval,
+        params=("transpose", _OPT),
+        result_dims=_LNR,
+    )
+)
 #: what = 0: rcond, 1: condest, 2: slogdet (sign, log|det|); result (la, 2)
-DIAGNOSTICS = register(OpSpec("diagnostics", (*_IJ, "values"), _values_eval,
-                              params=("n_col", "what", _OPT), result_dims=("L", None)))
-DIAGNOSTICS_NUMERIC = register(OpSpec("diagnostics_numeric", ("numeric",), _numeric_diag_eval,
-                                      params=("what",), result_dims=("L", None)))
+DIAGNOSTICS = register(
+    OpSpec(
+        "diagnostics",
+        (*_IJ, "values"),
+        _values_eval,
+        params=("n_col", "what", _OPT),
+        result_dims=("L", None),
+    )
+)
+DIAGNOSTICS_NUMERIC = register(
+    OpSpec(
+        "diagnostics_numeric",
+        ("numeric",),
+        _numeric_diag_eval,
+        params=("what",),
+        result_dims=("L", None),
+    )
+)
 #: A^-T at the pattern (the gradient of log|det A| w.r.t. Ax); result (la, n_nz)
-INVERSE_ENTRIES = register(OpSpec("inverse_entries", (*_IJ, "values"), _values_eval,
-                                  params=("n_col", _OPT), result_dims=("L", None)))
-FREE_SYMBOLIC = register(OpSpec("free_symbolic", ("symbolic",), _free_eval, effectful=True,
-                                per_dtype=False, variadic=True))
-FREE_NUMERIC = register(OpSpec("free_numeric", ("numeric",), _free_eval, effectful=True,
-                               per_dtype=False, variadic=True))
+INVERSE_ENTRIES = register(
+    OpSpec(
+        "inverse_entries",
+        (*_IJ, "values"),
+        _values_eval,
+        params=("n_col", _OPT),
+        result_dims=("L", None),
+    )
+)
+FREE_SYMBOLIC = register(
+    OpSpec(
+        "free_symbolic", ("symbolic",), _free_eval, effectful=True, per_dtype=False, variadic=True
+    )
+)
+FREE_NUMERIC = register(
+    OpSpec("free_numeric", ("numeric",), _free_eval, effectful=True, per_dtype=False, variadic=True)
+)
 for _spec in OPS.values():
     make_primitives(_spec)
 

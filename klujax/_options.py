@@ -75,17 +75,32 @@ class KLUOptions:
         for flag in ("btf", "check"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise bad(flag, "a bool")
-        if isinstance(self.refine, bool) or not isinstance(self.refine, (int, np.integer)) or not 0 <= self.refine <= 100:
+        if (
+            isinstance(self.refine, bool)
+            or not isinstance(self.refine, (int, np.integer))
+            or not 0 <= self.refine <= 100
+        ):
             raise bad("refine", "an int in [0, 100]")
-        if not isinstance(self.target, (int, float)) or not (self.target >= 0 and math.isfinite(self.target)):
+        if not isinstance(self.target, (int, float)) or not (
+            self.target >= 0 and math.isfinite(self.target)
+        ):
             raise bad("target", "a finite float >= 0")
 
     def as_attribute(self) -> np.ndarray:
         """The FFI attribute: ``[tol, ordering, scale, btf, check, refine, target]``
         (the order ``src/options.hpp`` decodes)."""
-        return np.array([self.tol, _ORDERINGS[self.ordering], _SCALES[self.scale], self.btf,
-                         self.check, self.refine, self.target], dtype=np.float64)
-
+        return np.array(
+            [
+                self.tol,
+                _ORDERINGS[self.ordering],
+                _SCALES[self.scale],
+                self.btf,
+                self.check,
+                self.refine,
+                self.target,
+            ],
+            dtype=np.float64,
+        )
 
     @classmethod
     def from_attribute(cls, a: np.ndarray) -> KLUOptions:
@@ -93,8 +108,15 @@ class KLUOptions:
         a = np.broadcast_to(np.asarray(a, np.float64), (7,))  # a splat prints as one value
         orderings = {v: k for k, v in _ORDERINGS.items()}
         scales = {v: k for k, v in _SCALES.items()}
-        return cls(tol=float(a[0]), ordering=orderings[int(a[1])], scale=scales[int(a[2])],
-                   btf=bool(a[3]), check=bool(a[4]), refine=int(a[5]), target=float(a[6]))
+        return cls(
+            tol=float(a[0]),
+            ordering=orderings[int(a[1])],  # type: ignore[arg-type]
+            scale=scales[int(a[2])],  # type: ignore[arg-type]
+            btf=bool(a[3]),
+            check=bool(a[4]),
+            refine=int(a[5]),
+            target=float(a[6]),
+        )
 
 
 DEFAULT_OPTIONS = KLUOptions()

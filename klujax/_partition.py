@@ -52,7 +52,8 @@ FACTORS = ("L", "R")
 Labels = tuple  # per dimension: "L", "R" or None (whole on every device)
 
 
-#== tilings: device arrays of shape (*tiles per dimension, replicas) ==#
+# == tilings: device arrays of shape (*tiles per dimension, replicas) ==#
+
 
 def _tiles(s: Any, ndim: int) -> np.ndarray | None:
     """The device array of a tiled sharding; None if replicated or not a plain tiling."""
@@ -105,18 +106,28 @@ def _divisible(F: np.ndarray, sizes: dict[str, int]) -> np.ndarray:
 
 
 def _sizes(labs: list[Labels | None], shapes: list[tuple]) -> dict[str, int]:
-    return {f: shape[d] for lab, shape in zip(labs, shapes) if lab
-            for d, f in enumerate(lab) if f}
+    return {f: shape[d] for lab, shape in zip(labs, shapes) if lab for d, f in enumerate(lab) if f}
 
 
-def _choose(spec: OpSpec, ins: list, out: Labels, arg_shardings: list, in_shapes: list,
-            result_sharding: Any, out_shape: tuple) -> np.ndarray | None:
+def _choose(
+    spec: OpSpec,
+    ins: list,
+    out: Labels,
+    arg_shardings: list,
+    in_shapes: list,
+    result_sharding: Any,
+    out_shape: tuple,
+) -> np.ndarray | None:
     """The factor tiling: from the numeric handles, else the result, else an operand."""
-    order = [i for i, r in enumerate(spec.operands) if r == "numeric"] + [-1] + [
-        i for r in ("rhs", "values") for i, r2 in enumerate(spec.operands) if r2 == r]
+    order = (
+        [i for i, r in enumerate(spec.operands) if r == "numeric"]
+        + [-1]
+        + [i for r in ("rhs", "values") for i, r2 in enumerate(spec.operands) if r2 == r]
+    )
     for i in order:
-        lab, s, shape = (out, result_sharding, out_shape) if i < 0 else (
-            ins[i], arg_shardings[i], in_shapes[i])
+        lab, s, shape = (
+            (out, result_sharding, out_shape) if i < 0 else (ins[i], arg_shardings[i], in_shapes[i])
+        )
         if not lab or not any(lab):
             continue
         arr = _tiles(s, len(shape))
@@ -127,8 +138,9 @@ def _choose(spec: OpSpec, ins: list, out: Labels, arg_shardings: list, in_shapes
     return None
 
 
-def _shardings(spec: OpSpec, arg_shardings: list, in_shapes: list, result_sharding: Any,
-               out_shape: tuple) -> tuple[list, Any, list[tuple], tuple]:
+def _shardings(
+    spec: OpSpec, arg_shardings: list, in_shapes: list, result_sharding: Any, out_shape: tuple
+) -> tuple[list, Any, list[tuple], tuple]:
     """(operand shardings, result sharding, local operand shapes, local result shape)."""
     ins, out = labels(spec, in_shapes, out_shape)
     F = _choose(spec, ins, out, arg_shardings, in_shapes, result_sharding, out_shape)
@@ -142,13 +154,18 @@ def _shardings(spec: OpSpec, arg_shardings: list, in_shapes: list, result_shardi
         else:
             arr = None if F is None else _from_factors(F, lab)
             args.append(_sharding(arr))
-        local.append(tuple(-(-d // t) for d, t in zip(shape, arr.shape)) if arr is not None else shape)
+        local.append(
+            tuple(-(-d // t) for d, t in zip(shape, arr.shape)) if arr is not None else shape
+        )
     arr = None if F is None else _from_factors(F, out)
-    res_local = tuple(d // t for d, t in zip(out_shape, arr.shape)) if arr is not None else out_shape
+    res_local = (
+        tuple(d // t for d, t in zip(out_shape, arr.shape)) if arr is not None else out_shape
+    )
     return args, _sharding(arr), local, res_local
 
 
-#== the callbacks XLA calls ==#
+# == the callbacks XLA calls ==#
+
 
 def _shape(s: Any) -> tuple:
     return tuple(s.dimensions())
@@ -164,7 +181,7 @@ def _params(spec: OpSpec, backend_config: bytes | str) -> dict[str, Any]:
 
 
 def _manual(s: Any) -> str:
-    """"all" for a manual sharding (inside shard_map), "some" for a partly manual one."""
+    """ "all" for a manual sharding (inside shard_map), "some" for a partly manual one."""
     if s is None:
         return ""
     if s.is_manual():
@@ -172,20 +189,29 @@ def _manual(s: Any) -> str:
     return "some" if any(t == xc.OpSharding.Type.MANUAL for t in s.subgroup_types()) else ""
 
 
-def _partition(spec: OpSpec, sfx: str, arg_shapes: Any, arg_shardings: Any, result_shape: Any,
-               result_sharding: Any, backend_config: Any) -> Any:
+def _partition(
+    spec: OpSpec,
+    sfx: str,
+    arg_shapes: Any,
+    arg_shardings: Any,
+    result_shape: Any,
+    result_sharding: Any,
+    backend_config: Any,
+) -> Any:
     in_shapes = [_shape(s) for s in arg_shapes]
     out_shape = _shape(result_shape)
     manual = {_manual(s) for s in [*arg_shardings, result_sharding]}
     if "some" in manual:
         raise NotImplementedError(
             f"klujax.{spec.name}: inside a shard_map that leaves some mesh axes automatic; "
-            "make every mesh axis manual (the default) or none")
+            "make every mesh axis manual (the default) or none"
+        )
     if "all" in manual:  # inside shard_map: the shapes are the device's own already
         args, res, local = list(arg_shardings), result_sharding, in_shapes
     else:
-        args, res, local, _ = _shardings(spec, list(arg_shardings), in_shapes, result_sharding,
-                                         out_shape)
+        args, res, local, _ = _shardings(
+            spec, list(arg_shardings), in_shapes, result_sharding, out_shape
+        )
     avals = [jax.ShapeDtypeStruct(shape, s.numpy_dtype()) for shape, s in zip(local, arg_shapes)]
     p = spec.primitives[sfx]
     params = _params(spec, backend_config)
@@ -194,8 +220,14 @@ def _partition(spec: OpSpec, sfx: str, arg_shapes: Any, arg_shardings: Any, resu
     return build_partitioned_module(closed), args, res
 
 
-def _infer(spec: OpSpec, sfx: str, arg_shapes: Any, arg_shardings: Any, result_shape: Any,
-           backend_config: Any) -> Any:
+def _infer(
+    spec: OpSpec,
+    sfx: str,
+    arg_shapes: Any,
+    arg_shardings: Any,
+    result_shape: Any,
+    backend_config: Any,
+) -> Any:
     in_shapes = [_shape(s) for s in arg_shapes]
     _, res, _, _ = _shardings(spec, list(arg_shardings), in_shapes, None, _shape(result_shape))
     return res
@@ -229,9 +261,12 @@ def sdy_rule(spec: OpSpec, in_shapes: list[tuple], out_shape: tuple) -> tuple[tu
             need.append(n)
         return n
 
-    operands = tuple(tuple(name(f) for f in lab) if lab is not None else
-                     tuple(name(None, free=True) for _ in shape)
-                     for lab, shape in zip(ins, in_shapes))
+    operands = tuple(
+        tuple(name(f) for f in lab)
+        if lab is not None
+        else tuple(name(None, free=True) for _ in shape)
+        for lab, shape in zip(ins, in_shapes)
+    )
     return operands, (tuple(name(f) for f in out),), tuple(need)
 
 
@@ -240,8 +275,12 @@ def register() -> None:
     for spec in OPS.values():
         for sfx in spec.primitives:
             xc.register_custom_call_partitioner(
-                target(spec, sfx), partial(_propagate, spec, sfx), partial(_partition, spec, sfx),
-                partial(_infer, spec, sfx), can_side_effecting_have_replicated_sharding=True)
+                target(spec, sfx),
+                partial(_propagate, spec, sfx),
+                partial(_partition, spec, sfx),
+                partial(_infer, spec, sfx),
+                can_side_effecting_have_replicated_sharding=True,
+            )
 
 
 register()

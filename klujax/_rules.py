@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ._compat import ad, batching, explicit_spec, typeof
+from ._compat import ad, batching, explicit_spec, typeof, zero_like
 from ._ops import OPS, OpSpec, bind, prim
 
 _SHARED = ("index", "index2", "symbolic")
@@ -57,14 +57,17 @@ def _bind(spec: OpSpec, args: Any, **params: Any) -> Any:
     return bind(prim(spec.name, _dtype_of(spec, args)), *args, **params)
 
 
-def matvec(Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, x: jax.Array, transpose: bool = False) -> jax.Array:
+def matvec(
+    Ai: jax.Array, Aj: jax.Array, Ax: jax.Array, x: jax.Array, transpose: bool = False
+) -> jax.Array:
     """Canonical-shape ``A x`` (or ``A^T x``) through the dot primitive."""
     if transpose:
         Ai, Aj = Aj, Ai
     return bind(prim("dot", x.dtype), Ai, Aj, Ax, x)
 
 
-#== solve-like ops ==#
+# == solve-like ops ==#
+
 
 def _solve_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> Any:
     if "retain" in params:
@@ -76,10 +79,12 @@ def _solve_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> A
     db = tangents[ri]
     rhs = None if _is_zero(db) else db
     if "values" in spec.operands and not _is_zero(tangents[_pos(spec, "values")]):
-        dAx_x = matvec(primals[0], primals[1], tangents[_pos(spec, "values")], x, params["transpose"])
+        dAx_x = matvec(
+            primals[0], primals[1], tangents[_pos(spec, "values")], x, params["transpose"]
+        )
         rhs = -dAx_x if rhs is None else rhs - dAx_x
     if rhs is None:
-        return x, ad.Zero.from_primal_value(x)
+        return x, zero_like(x)
     args = list(primals)
     args[ri] = rhs
     if spec.variadic:
@@ -97,7 +102,8 @@ def _solve_transpose(ct: Any, *args: Any, spec: OpSpec, **params: Any) -> Any:
         if i != ri and ad.is_undefined_primal(a):
             raise NotImplementedError(
                 f"klujax.{spec.name} is linear in b only; it cannot be transposed w.r.t. "
-                f"its {spec.operands[i]} operand")
+                f"its {spec.operands[i]} operand"
+            )
     b = args[ri]
     out: list[Any] = [None] * len(args)
     if _is_zero(ct):
@@ -110,7 +116,8 @@ def _solve_transpose(ct: Any, *args: Any, spec: OpSpec, **params: Any) -> Any:
     return out
 
 
-#== dot ==#
+# == dot ==#
+
 
 def _dot_jvp(primals: Any, tangents: Any, *, spec: OpSpec) -> Any:
     Ai, Aj, Ax, x = primals
@@ -122,7 +129,7 @@ def _dot_jvp(primals: Any, tangents: Any, *, spec: OpSpec) -> Any:
     if not _is_zero(dx):
         terms.append(matvec(Ai, Aj, Ax, dx))
     if not terms:
-        return y, ad.Zero.from_primal_value(y)
+        return y, zero_like(y)
     dy = terms[0] if len(terms) == 1 else terms[0] + terms[1]
     return y, jnp.broadcast_to(dy, y.shape)
 
@@ -143,35 +150,46 @@ def _dot_transpose(ct: Any, Ai: Any, Aj: Any, Ax: Any, x: Any, *, spec: OpSpec) 
     # not need its value), so this must not rely on it.
     n = ct.shape[1]
     valid = (Ai >= 0) & (Ai < n) & (Aj >= 0) & (Aj < n)
-    ct_ax = (jnp.take(ct, Ai, axis=1, mode="clip") * jnp.take(x, Aj, axis=1, mode="clip")).sum(axis=-1)
+    ct_ax = (jnp.take(ct, Ai, axis=1, mode="clip") * jnp.take(x, Aj, axis=1, mode="clip")).sum(
+        axis=-1
+    )
     ct_ax = jnp.where(valid, ct_ax, jnp.array(jnp.nan, ct_ax.dtype))
     return [None, None, _sum_to(ct_ax, Ax.aval.shape[0]), None]
 
 
-#== factor / refactor: handles are integers; values are not differentiable here ==#
+# == factor / refactor: handles are integers; values are not differentiable here ==#
+
 
 def _factor_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> Any:
     if not _is_zero(tangents[_pos(spec, "values")]):
         raise NotImplementedError(
             f"klujax.{spec.name} is not differentiable w.r.t. Ax (its result is a handle); "
-            "differentiate through klujax.solve or klujax.solve_with_symbol instead")
+            "differentiate through klujax.solve or klujax.solve_with_symbol instead"
+        )
     out = _bind(spec, primals, **params)
-    return out, ad.Zero.from_primal_value(out)
+    return out, zero_like(out)
 
 
-#== diagnostics: slogdet is differentiable (first order), rcond/condest are not ==#
+# == diagnostics: slogdet is differentiable (first order), rcond/condest are not ==#
+
 
 def _diagnostics_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params: Any) -> Any:
     out = _bind(spec, primals, **params)
     dAx = tangents[2]
     if _is_zero(dAx):
-        return out, ad.Zero.from_primal_value(out)
+        return out, zero_like(out)
     if params["what"] != 2:
         raise NotImplementedError("klujax.rcond and klujax.condest are not differentiable")
     Ai, Aj, Ax = primals
     # d log(det A) = tr(A^-1 dA) = sum_k dAx[k] (A^-T)[Ai[k], Aj[k]]
-    G = bind(prim("inverse_entries", Ax.dtype), Ai, Aj, Ax, n_col=params["n_col"],
-                                               options=params["options"])
+    G = bind(
+        prim("inverse_entries", Ax.dtype),
+        Ai,
+        Aj,
+        Ax,
+        n_col=params["n_col"],
+        options=params["options"],
+    )
     t = (dAx * G).sum(axis=-1)
     if jnp.iscomplexobj(Ax):  # sign = exp(i Im log det), logabsdet = Re log det
         dsign, dlog = out[:, 0] * (1j * t.imag), t.real.astype(t.dtype)
@@ -184,10 +202,11 @@ def _inverse_entries_jvp(primals: Any, tangents: Any, *, spec: OpSpec, **params:
     if not _is_zero(tangents[2]):
         raise NotImplementedError("klujax.slogdet is differentiable to first order only")
     out = _bind(spec, primals, **params)
-    return out, ad.Zero.from_primal_value(out)
+    return out, zero_like(out)
 
 
-#== batching ==#
+# == batching ==#
+
 
 def _shared_batched_error(spec: OpSpec, dims: Any) -> None:
     for role, d in zip(spec.operands, dims):
@@ -196,7 +215,8 @@ def _shared_batched_error(spec: OpSpec, dims: Any) -> None:
             raise ValueError(
                 f"klujax.{spec.name}: cannot vmap over {name}; the sparsity pattern (and its "
                 "symbolic analysis) is shared by every batch member. Batch Ax, b or the "
-                "numeric handles instead.")
+                "numeric handles instead."
+            )
 
 
 def _lhs_sharded_inside(x: jax.Array) -> bool:
@@ -226,7 +246,8 @@ def _batch_by_loop(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     moved = tuple(
         jnp.broadcast_to(a, (size, *a.shape)) if d is None else jnp.moveaxis(a, d, 0)
-        for a, d in zip(args, dims))
+        for a, d in zip(args, dims)
+    )
     return jax.lax.map(lambda a: _bind(spec, a, **params), moved), 0
 
 
@@ -270,7 +291,7 @@ def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     new = list(args)
     if spec.name == "factor":
         Ax = jnp.moveaxis(Ax, dAx, 0)
-        B, la, nnz = Ax.shape
+        B, la, _nnz = Ax.shape
         swap = _lhs_sharded_inside(Ax)
         new[vi] = _merge(Ax, swap)
         return _unmerge(_bind(spec, new, **params), B, la, swap), 0
@@ -279,7 +300,8 @@ def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     if dnum is None:
         raise ValueError(
             "klujax.refactor: Ax is batched but the numeric handles are not; each handle "
-            "holds one factorization, so vmap over the numeric handles as well")
+            "holds one factorization, so vmap over the numeric handles as well"
+        )
     num = jnp.moveaxis(num, dnum, 0)
     B, ln = num.shape
     if dAx is None:

@@ -37,8 +37,10 @@ def compute_dtype(fn: str, **arrays: Any) -> np.dtype:
     is_complex = False
     for name, x in arrays.items():
         dt = _dtype(x)
+        # jnp.issubdtype also knows bfloat16 and the other ml_dtypes floats: like every
+        # float, they are computed in double precision.
         if dt == np.bool_ or not (
-            np.issubdtype(dt, np.number) and not np.issubdtype(dt, np.timedelta64)
+            jnp.issubdtype(dt, np.number) and not np.issubdtype(dt, np.timedelta64)
         ):
             raise TypeError(f"{fn}: {name} must be a numeric array, got dtype {dt}")
         is_complex |= np.issubdtype(dt, np.complexfloating)
@@ -68,11 +70,16 @@ def as_index(fn: str, name: str, idx: Any) -> jax.Array:
     idx = jnp.asarray(idx)
     if idx.dtype == jnp.int32:
         return idx
-    if idx.dtype.itemsize < 4 or (idx.dtype.itemsize == 4 and np.issubdtype(idx.dtype, np.signedinteger)):
+    if idx.dtype.itemsize < 4 or (
+        idx.dtype.itemsize == 4 and np.issubdtype(idx.dtype, np.signedinteger)
+    ):
         return idx.astype(jnp.int32)
     # Wider or unsigned: map anything outside int32 to -1 before narrowing.
-    big = (idx > INT32_MAX) if np.issubdtype(idx.dtype, np.unsignedinteger) else (
-        (idx < 0) | (idx > INT32_MAX))
+    big = (
+        (idx > INT32_MAX)
+        if np.issubdtype(idx.dtype, np.unsignedinteger)
+        else ((idx < 0) | (idx > INT32_MAX))
+    )
     return jnp.where(big, -1, idx).astype(jnp.int32)
 
 
@@ -138,8 +145,10 @@ def canonical(
     Ax2 = Ax if Ax.ndim == 2 else Ax[None]
     b3, layout = canonical_rhs(fn, b, Ax2.shape[0], Ax.ndim, b_name=b_name)
     if layout.n_col == 0 and n_nz > 0:  # XLA runs nothing for an empty result: check here
-        raise ValueError(f"{fn}: n_col is 0 (from {b_name}.shape {b.shape}) but Ai/Aj have "
-                         f"{n_nz} entries: every index is out of range")
+        raise ValueError(
+            f"{fn}: n_col is 0 (from {b_name}.shape {b.shape}) but Ai/Aj have "
+            f"{n_nz} entries: every index is out of range"
+        )
     return Ai, Aj, Ax2.astype(dtype), b3.astype(dtype), layout
 
 
@@ -173,14 +182,19 @@ def canonical_rhs(
 def check_canonical(name: str, Ai: Any, Aj: Any, Ax: Any, b: Any) -> tuple[int, int, int]:
     """Abstract-eval check of canonical operands; returns (n_lhs, n_col, n_rhs)."""
     if Ai.dtype != np.int32 or Aj.dtype != np.int32 or Ai.ndim != 1 or Aj.shape != Ai.shape:
-        raise TypeError(f"{name}: Ai, Aj must be int32 vectors of one length, got "
-                        f"{Ai.dtype}{Ai.shape}, {Aj.dtype}{Aj.shape}")
+        raise TypeError(
+            f"{name}: Ai, Aj must be int32 vectors of one length, got "
+            f"{Ai.dtype}{Ai.shape}, {Aj.dtype}{Aj.shape}"
+        )
     if Ax.ndim != 2 or b.ndim != 3 or Ax.shape[1] != Ai.shape[0]:
-        raise ValueError(f"{name}: expected Ax (la, n_nz) and b (lb, n_col, n_rhs), got "
-                         f"{Ax.shape}, {b.shape} with n_nz={Ai.shape[0]}")
+        raise ValueError(
+            f"{name}: expected Ax (la, n_nz) and b (lb, n_col, n_rhs), got "
+            f"{Ax.shape}, {b.shape} with n_nz={Ai.shape[0]}"
+        )
     if Ax.dtype != b.dtype or np.dtype(Ax.dtype) not in DTYPE_SUFFIX:
-        raise TypeError(f"{name}: Ax and b must share a float/complex dtype, got "
-                        f"{Ax.dtype}, {b.dtype}")
+        raise TypeError(
+            f"{name}: Ax and b must share a float/complex dtype, got {Ax.dtype}, {b.dtype}"
+        )
     la, lb = Ax.shape[0], b.shape[0]
     if la != lb and 1 not in (la, lb):
         raise ValueError(f"{name}: batch sizes {la} (Ax) and {lb} (b) do not broadcast")
@@ -193,8 +207,10 @@ def canonical_values(fn: str, Ai: Any, Aj: Any, Ax: Any) -> tuple[jax.Array, jax
     Ai, Aj = as_index(fn, "Ai", Ai), as_index(fn, "Aj", Aj)
     Ax = jnp.asarray(Ax)
     if Ax.ndim not in (1, 2) or Ai.shape != (Ax.shape[-1],) or Aj.shape != Ai.shape:
-        raise ValueError(f"{fn}: expected Ai, Aj (n_nz,) and Ax (n_nz,) or (n_lhs, n_nz), got "
-                         f"{Ai.shape}, {Aj.shape}, {Ax.shape}")
+        raise ValueError(
+            f"{fn}: expected Ai, Aj (n_nz,) and Ax (n_nz,) or (n_lhs, n_nz), got "
+            f"{Ai.shape}, {Aj.shape}, {Ax.shape}"
+        )
     return Ai, Aj, (Ax if Ax.ndim == 2 else Ax[None]).astype(dtype)
 
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from ._formats import SparseMatrix, is_matrix, matrix_args, require, to_coo
 from ._handles import KLUHandleManager, handle_array, warn_unowned
 from ._ops import bind, effect_needed, handle_prim, prim
 from ._options import KLUOptions, as_options
-from ._shapes import as_index, canonical, canonical_rhs, canonical_values as _values, compute_dtype, static_n_col
+from ._shapes import as_index, canonical, canonical_rhs, compute_dtype, static_n_col
+from ._shapes import canonical_values as _values
 
-Handle = KLUHandleManager | jax.Array
+Handle: TypeAlias = KLUHandleManager | jax.Array
 
 
 def _track(out: Any, *handles: Any) -> Any:
@@ -33,10 +35,13 @@ def _wrap(h: jax.Array, kind: str, dtype: Any = None) -> KLUHandleManager:
     return KLUHandleManager(h, kind=kind, dtype=dtype, owned=not traced)
 
 
-#== analyze ==#
+# == analyze ==#
+
 
 @partial(jax.jit, static_argnums=(2, 3, 4))
-def _analyze(Ai: jax.Array, Aj: jax.Array, n_col: int, effect: bool, options: KLUOptions) -> jax.Array:
+def _analyze(
+    Ai: jax.Array, Aj: jax.Array, n_col: int, effect: bool, options: KLUOptions
+) -> jax.Array:
     Ai = as_index("klujax.analyze", "Ai", Ai)
     Aj = as_index("klujax.analyze", "Aj", Aj)
     if Ai.shape != Aj.shape:
@@ -45,12 +50,18 @@ def _analyze(Ai: jax.Array, Aj: jax.Array, n_col: int, effect: bool, options: KL
 
 
 def analyze(
-    Ai: ArrayLike, Aj: ArrayLike, n_col: int, *, options: KLUOptions | None = None
+    Ai: ArrayLike | SparseMatrix,
+    Aj: ArrayLike | None = None,
+    n_col: int | None = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> KLUHandleManager:
     """Symbolic analysis (ordering, block triangular form) of a sparsity pattern.
 
+    ``analyze(A)`` takes the pattern of a sparse matrix (see :func:`klujax.solve`).
+
     Args:
-        Ai: ``(n_nz,)`` row indices (duplicates allowed).
+        Ai: ``(n_nz,)`` row indices (duplicates allowed), or a sparse matrix ``A``.
         Aj: ``(n_nz,)`` column indices.
         n_col: the matrix size ``n`` (the matrix is ``n x n``); must be a Python int.
         options: :class:`klujax.KLUOptions`; ``ordering`` and ``btf`` apply here (the
@@ -62,6 +73,11 @@ def analyze(
         :func:`klujax.solve`'s cache), so numeric handles factored through one work with
         any other.
     """
+    if is_matrix(Ai):
+        if Aj is not None or n_col is not None:
+            raise TypeError("klujax.analyze: pass either a sparse matrix A or (Ai, Aj, n_col)")
+        Ai, Aj, _, n_col = to_coo("klujax.analyze", Ai)
+    require("klujax.analyze", Aj=Aj, n_col=n_col)
     n_col = static_n_col("klujax.analyze", n_col)
     opts = as_options("klujax.analyze", options)
     if isinstance(Ai, np.ndarray) or isinstance(Aj, np.ndarray):
@@ -70,10 +86,13 @@ def analyze(
     return _wrap(_analyze(Ai, Aj, n_col, effect_needed(), opts), "symbolic")
 
 
-#== factor / refactor ==#
+# == factor / refactor ==#
+
 
 @partial(jax.jit, static_argnums=(4, 5))
-def _factor(Ai: Any, Aj: Any, Ax: Any, sym: jax.Array, effect: bool, options: KLUOptions) -> jax.Array:
+def _factor(
+    Ai: Any, Aj: Any, Ax: Any, sym: jax.Array, effect: bool, options: KLUOptions
+) -> jax.Array:
     ndim = jnp.ndim(Ax)
     Ai, Aj, Ax2 = _values("klujax.factor", Ai, Aj, Ax)
     h = bind(prim("factor", Ax2.dtype), Ai, Aj, Ax2, sym, effect=effect, options=options)
@@ -81,10 +100,14 @@ def _factor(Ai: Any, Aj: Any, Ax: Any, sym: jax.Array, effect: bool, options: KL
 
 
 def factor(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, symbolic: Handle, *,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: Any = None,
+    Ax: Any = None,
+    symbolic: Handle | None = None,
+    *,
     options: KLUOptions | None = None,
 ) -> KLUHandleManager:
-    """Numeric LU factorization(s) of ``A`` with a symbolic analysis.
+    """Numeric LU factorization(s) of ``A`` with a symbolic analysis (or ``factor(A, sym)``).
 
     Args:
         Ai: ``(n_nz,)`` row indices of the pattern ``symbolic`` was analysed from.
@@ -97,32 +120,64 @@ def factor(
         A numeric :class:`KLUHandleManager`, ``handle`` of shape ``()`` or ``(n_lhs,)``.
         A singular member gives NaN when solved with.
     """
+    Ai, Aj, Ax, symbolic = matrix_args("klujax.factor", (Ai, Aj, Ax, symbolic), 1)
+    require("klujax.factor", Aj=Aj, Ax=Ax, symbolic=symbolic)
     sym = handle_array("klujax.factor", "symbolic", symbolic, "symbolic")
     dtype = compute_dtype("klujax.factor", Ax=Ax)
     opts = as_options("klujax.factor", options)
-    return _wrap(_track(_factor(Ai, Aj, Ax, sym, effect_needed(), opts), symbolic), "numeric", dtype)
+    return _wrap(
+        _track(_factor(Ai, Aj, Ax, sym, effect_needed(), opts), symbolic), "numeric", dtype
+    )
 
 
 def _dependency_operands(dependency: Any) -> tuple[jax.Array, ...]:
     """Array leaves of ``dependency``: extra operands that order an op after them."""
-    return tuple(jnp.asarray(x) for x in jax.tree_util.tree_leaves(dependency)
-                 if not isinstance(x, KLUHandleManager))
+    return tuple(
+        jnp.asarray(x)
+        for x in jax.tree_util.tree_leaves(dependency)
+        if not isinstance(x, KLUHandleManager)
+    )
 
 
 @partial(jax.jit, static_argnums=(6, 7))
-def _refactor(Ai: Any, Aj: Any, Ax: Any, num: jax.Array, sym: jax.Array, deps: tuple,
-              effect: bool, options: KLUOptions) -> jax.Array:
+def _refactor(
+    Ai: Any,
+    Aj: Any,
+    Ax: Any,
+    num: jax.Array,
+    sym: jax.Array,
+    deps: tuple,
+    effect: bool,
+    options: KLUOptions,
+) -> jax.Array:
     Ai, Aj, Ax2 = _values("klujax.refactor", Ai, Aj, Ax)
-    out = bind(prim("refactor", Ax2.dtype), Ai, Aj, Ax2, num.reshape(-1), sym, *deps, effect=effect,
-                                           options=options)
+    out = bind(
+        prim("refactor", Ax2.dtype),
+        Ai,
+        Aj,
+        Ax2,
+        num.reshape(-1),
+        sym,
+        *deps,
+        effect=effect,
+        options=options,
+    )
     return out.reshape(num.shape)
 
 
 def refactor(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, numeric: Handle, symbolic: Handle,
-    dependency: Any = None, *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: Any = None,
+    Ax: Any = None,
+    numeric: Any = None,
+    symbolic: Any = None,
+    dependency: Any = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> KLUHandleManager:
     """Refactor with new values, reusing the numeric objects' memory and pivot order.
+
+    ``refactor(A, numeric, symbolic[, dependency])`` takes a sparse matrix instead.
 
     ``Ax`` is ``(n_nz,)`` or ``(n_lhs, n_nz)`` matching ``numeric``'s batch (or a single
     member for all). The old pivot order is kept unless the new pivots fail a cheap
@@ -143,47 +198,86 @@ def refactor(
     run the refactorization first. Outside ``jit`` the returned manager is ``numeric``.
     """
     fn = "klujax.refactor"
+    Ai, Aj, Ax, numeric, symbolic, dependency = matrix_args(
+        fn, (Ai, Aj, Ax, numeric, symbolic, dependency), 3
+    )
+    require(fn, Aj=Aj, Ax=Ax, numeric=numeric, symbolic=symbolic)
     num = handle_array(fn, "numeric", numeric, "numeric")
     sym = handle_array(fn, "symbolic", symbolic, "symbolic")
     dtype = compute_dtype(fn, Ax=Ax)
-    if isinstance(numeric, KLUHandleManager) and numeric.dtype is not None and numeric.dtype != dtype:
+    if (
+        isinstance(numeric, KLUHandleManager)
+        and numeric.dtype is not None
+        and numeric.dtype != dtype
+    ):
         raise TypeError(f"{fn}: numeric was factored as {numeric.dtype}, Ax is {dtype}")
     opts = as_options(fn, options)
-    out = _track(_refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency), effect_needed(), opts),
-                 numeric, symbolic)
+    out = _track(
+        _refactor(Ai, Aj, Ax, num, sym, _dependency_operands(dependency), effect_needed(), opts),
+        numeric,
+        symbolic,
+    )
     if isinstance(numeric, KLUHandleManager) and not isinstance(out, jax.core.Tracer):
         numeric.handle = out
         return numeric
     return KLUHandleManager(out, kind="numeric", dtype=dtype, owned=False)
 
 
-#== solves ==#
+# == solves ==#
+
 
 @partial(jax.jit, static_argnames=("transpose", "options"))
-def _solve_with_symbol(Ai: Any, Aj: Any, Ax: Any, b: Any, sym: jax.Array, transpose: bool,
-                       options: KLUOptions) -> jax.Array:
+def _solve_with_symbol(
+    Ai: Any, Aj: Any, Ax: Any, b: Any, sym: jax.Array, transpose: bool, options: KLUOptions
+) -> jax.Array:
     fn = "klujax.tsolve_with_symbol" if transpose else "klujax.solve_with_symbol"
     Ai, Aj, Ax, b3, layout = canonical(fn, Ai, Aj, Ax, b)
-    x = bind(prim("solve_with_symbol", Ax.dtype), Ai, Aj, Ax, b3, sym, transpose=transpose,
-                                                 retain=False, options=options)
+    x = bind(
+        prim("solve_with_symbol", Ax.dtype),
+        Ai,
+        Aj,
+        Ax,
+        b3,
+        sym,
+        transpose=transpose,
+        retain=False,
+        options=options,
+    )
     return layout.restore(x)
 
 
-def _symbol_solve(fn: str, Ai: Any, Aj: Any, Ax: Any, b: Any, symbolic: Handle, transpose: bool,
-                  options: KLUOptions | None) -> jax.Array:
+def _symbol_solve(
+    fn: str,
+    Ai: Any,
+    Aj: Any,
+    Ax: Any,
+    b: Any,
+    symbolic: Any,
+    transpose: bool,
+    options: KLUOptions | None,
+) -> jax.Array:
+    Ai, Aj, Ax, b, symbolic = matrix_args(fn, (Ai, Aj, Ax, b, symbolic), 2, rhs="b")
+    require(fn, Aj=Aj, Ax=Ax, b=b, symbolic=symbolic)
     sym = handle_array(fn, "symbolic", symbolic, "symbolic")
-    out = _solve_with_symbol(Ai, Aj, Ax, b, sym, transpose=transpose, options=as_options(fn, options))
+    out = _solve_with_symbol(
+        Ai, Aj, Ax, b, sym, transpose=transpose, options=as_options(fn, options)
+    )
     return _track(out, symbolic)
 
 
 def solve_with_symbol(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, symbolic: Handle, *,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: Any = None,
+    Ax: Any = None,
+    b: Any = None,
+    symbolic: Any = None,
+    *,
     options: KLUOptions | None = None,
 ) -> jax.Array:
     """Solve ``A x = b`` reusing a symbolic analysis: factor (or refactor) + solve.
 
-    Shapes, broadcasting, dtypes, the accuracy check and the NaN policy are those of
-    :func:`klujax.solve`; ``options`` (:class:`klujax.KLUOptions`) gives ``tol``,
+    Shapes, broadcasting, dtypes, sparse-matrix inputs (``solve_with_symbol(A, b, sym)``),
+    the accuracy check and the NaN policy are those of :func:`klujax.solve`; ``options`` (:class:`klujax.KLUOptions`) gives ``tol``,
     ``scale`` and the check (the ordering is the symbolic handle's). Differentiable
     w.r.t. ``Ax`` and ``b``; batchable over ``Ax`` and ``b``.
     """
@@ -191,7 +285,12 @@ def solve_with_symbol(
 
 
 def tsolve_with_symbol(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, symbolic: Handle, *,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: Any = None,
+    Ax: Any = None,
+    b: Any = None,
+    symbolic: Any = None,
+    *,
     options: KLUOptions | None = None,
 ) -> jax.Array:
     """Solve ``A^T x = b`` (plain transpose, also for complex); see :func:`solve_with_symbol`."""
@@ -199,8 +298,15 @@ def tsolve_with_symbol(
 
 
 @partial(jax.jit, static_argnames=("transpose", "ax_ndim", "dtype", "options"))
-def _solve_with_numeric(num: jax.Array, b: Any, sym: jax.Array, transpose: bool, ax_ndim: int,
-                        dtype: Any, options: KLUOptions) -> jax.Array:
+def _solve_with_numeric(
+    num: jax.Array,
+    b: Any,
+    sym: jax.Array,
+    transpose: bool,
+    ax_ndim: int,
+    dtype: Any,
+    options: KLUOptions,
+) -> jax.Array:
     fn = "klujax.tsolve_with_numeric" if transpose else "klujax.solve_with_numeric"
     # Factorizations are double precision whatever dtype they were made from, so only
     # real vs complex matters: the result dtype is the usual one for (numeric, b).
@@ -208,7 +314,11 @@ def _solve_with_numeric(num: jax.Array, b: Any, sym: jax.Array, transpose: bool,
     b = jnp.asarray(b)
     num1 = num.reshape(-1)
     b3, layout = canonical_rhs(fn, b, num1.shape[0], ax_ndim, lhs_name="numeric")
-    if dtype is not None and np.issubdtype(out_dtype, np.complexfloating) and not np.issubdtype(dtype, np.complexfloating):
+    if (
+        dtype is not None
+        and np.issubdtype(out_dtype, np.complexfloating)
+        and not np.issubdtype(dtype, np.complexfloating)
+    ):
         # A real factorization with a complex b: solve the two halves.
         real = compute_dtype(fn, numeric=np.zeros((), np.float64))
         p = prim("solve_with_numeric", real)
@@ -216,16 +326,31 @@ def _solve_with_numeric(num: jax.Array, b: Any, sym: jax.Array, transpose: bool,
         im = bind(p, num1, b3.imag.astype(real), sym, transpose=transpose, options=options)
         return layout.restore(jax.lax.complex(re, im))
     p = prim("solve_with_numeric", out_dtype)
-    return layout.restore(bind(p, num1, b3.astype(out_dtype), sym, transpose=transpose, options=options))
+    return layout.restore(
+        bind(p, num1, b3.astype(out_dtype), sym, transpose=transpose, options=options)
+    )
 
 
-def _numeric_solve(fn: str, numeric: Handle, b: ArrayLike, symbolic: Handle, transpose: bool,
-                   options: KLUOptions | None) -> jax.Array:
+def _numeric_solve(
+    fn: str,
+    numeric: Handle,
+    b: ArrayLike,
+    symbolic: Handle,
+    transpose: bool,
+    options: KLUOptions | None,
+) -> jax.Array:
     num = handle_array(fn, "numeric", numeric, "numeric")
     sym = handle_array(fn, "symbolic", symbolic, "symbolic")
     dtype = numeric._dtype_name if isinstance(numeric, KLUHandleManager) else None
-    out = _solve_with_numeric(num, b, sym, transpose=transpose, ax_ndim=num.ndim + 1, dtype=dtype,
-                              options=as_options(fn, options))
+    out = _solve_with_numeric(
+        num,
+        b,
+        sym,
+        transpose=transpose,
+        ax_ndim=num.ndim + 1,
+        dtype=dtype,
+        options=as_options(fn, options),
+    )
     return _track(out, numeric, symbolic)
 
 
@@ -253,8 +378,14 @@ def tsolve_with_numeric(
 
 
 def refactor_and_solve(
-    Ai: ArrayLike, Aj: ArrayLike, Ax: ArrayLike, b: ArrayLike, numeric: Handle, symbolic: Handle,
-    *, options: KLUOptions | None = None,
+    Ai: ArrayLike | SparseMatrix,
+    Aj: Any = None,
+    Ax: Any = None,
+    b: Any = None,
+    numeric: Any = None,
+    symbolic: Any = None,
+    *,
+    options: KLUOptions | None = None,
 ) -> tuple[jax.Array, KLUHandleManager]:
     """Refactor ``numeric`` in place with new values ``Ax``, then solve ``A x = b``.
 
@@ -268,11 +399,17 @@ def refactor_and_solve(
         ``jit``, later solves must consume this returned handle, which orders them after
         the refactorization.
     """
+    fn = "klujax.refactor_and_solve"
+    Ai, Aj, Ax, b, numeric, symbolic = matrix_args(
+        fn, (Ai, Aj, Ax, b, numeric, symbolic), 3, rhs="b"
+    )
+    require(fn, Aj=Aj, Ax=Ax, b=b, numeric=numeric, symbolic=symbolic)
     num = refactor(Ai, Aj, Ax, numeric, symbolic, options=options)
     return solve_with_numeric(num, b, symbolic, options=options), num
 
 
-#== free ==#
+# == free ==#
+
 
 @partial(jax.jit, static_argnums=(2, 3))
 def _free_jit(arr: jax.Array, deps: tuple, kind: str, effect: bool) -> jax.Array:
@@ -280,7 +417,11 @@ def _free_jit(arr: jax.Array, deps: tuple, kind: str, effect: bool) -> jax.Array
 
 
 def _free(fn: str, kind: str, h: Handle, dependency: Any) -> jax.Array:
-    arr = handle_array(fn, kind, h, kind) if not (isinstance(h, KLUHandleManager) and h.closed) else None
+    arr = (
+        handle_array(fn, kind, h, kind)
+        if not (isinstance(h, KLUHandleManager) and h.closed)
+        else None
+    )
     if arr is None:
         return jnp.zeros((), jnp.int32)  # already freed: freeing twice is harmless
     # The dependency's arrays are operands of the free: a data dependency that XLA must

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian/Ubuntu machine: system packages (SuiteSparse KLU,
 # a C++ compiler, Python headers and venv), a virtual environment in .venv, and klujax
-# built from this checkout with its test dependencies. Re-running rebuilds incrementally.
+# built from this checkout with its test dependencies and the optional lineax extra.
+# Re-running rebuilds incrementally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -29,6 +30,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # Build requirements first, so the build needs no isolated environment of its own.
 .venv/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
-  "jax>=0.6.0,<0.11" "jaxlib>=0.6.0,<0.11"
-.venv/bin/python -m pip install -q --no-build-isolation -e ".[test]"
+  "jax>=0.6.0,<0.13" "jaxlib>=0.6.0,<0.13"
+# The lineax extra (lineax, optimistix, diffrax) runs klujax.lineax's tests and examples;
+# klujax and the rest of the suite work without it.
+.venv/bin/python -m pip install -q --no-build-isolation -e ".[test,lineax,lint]"
 .venv/bin/python -c "import klujax; print('klujax', klujax.__version__, 'ready in .venv')"

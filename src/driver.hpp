@@ -224,11 +224,14 @@ void solve_checked(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Comm
   }
   ws.b0.assign(w, w + size);
   ws.r.resize(size);
+  // Complex moduli are measured as |re| + |im| (cheap, as LAPACK's CABS1), which can make
+  // the measured error up to 2x smaller than the true one: aim at half the target.
+  const double target = KluTraits<S>::is_complex ? 0.5 * o.target : o.target;
   for (;;) {
     klu_solve_cols(p, f, transpose, cols, w, c, op);
     double berr = residual(p, f, transpose, cols, ws.b0.data(), w, ws.r.data());
     int step = 0;
-    for (; step < o.refine && berr > o.target; ++step) {  // NaN: no refining
+    for (; step < o.refine && berr > target; ++step) {  // NaN: no refining
       ws.prev.assign(w, w + size);
       klu_solve_cols(p, f, transpose, cols, ws.r.data(), c, op);
       for (int64_t i = 0; i < size; ++i) w[i] += ws.r[i];
@@ -242,7 +245,7 @@ void solve_checked(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Comm
       if (stalled) break;
     }
     if (step) CheckStats::instance().refine_steps += step;
-    if (berr <= o.target || f.fresh) return;
+    if (berr <= target || f.fresh) return;
     CheckStats::instance().refactor_fallbacks += 1;
     // A reused pivot order missed the target: fresh pivots, then solve again.
     if (!factor_fresh<S>(p, f, c, f.opts, op)) {
@@ -297,11 +300,16 @@ std::string_view values_key(const In* ax, int64_t count) {
   return {reinterpret_cast<const char*>(ax), sizeof(In) * static_cast<size_t>(count)};
 }
 
-// x = A^-1 b (or A^-T b) for every member. `retain` keeps every member's factorization in
-// the cache (keyed by the content of Ax and the factor options) so that a later call with
-// the same matrix, such as the transposed solve of reverse mode, skips factoring; it is
-// what the JVP rule asks for. Without it, each chunk refactors one numeric object along
-// its members. Every solution is checked (solve_checked) whichever way it was made.
+// x = A^-1 b (or A^-T b) for every member.
+//
+// Value-keyed reuse: the factorizations of a block of values (all members of Ax) are kept
+// in the cache, keyed by the block's exact content and the factor options, so a later
+// call with the same values (a repeated solve with new right-hand sides, the transposed
+// solve of reverse mode) only solves. `retain` (what the JVP rule asks for) always keeps
+// them; plain solves keep them when the block is expected to fit the cache comfortably
+// (the pattern's last factorization size x members <= 1/4 of the limit), else each chunk
+// refactors one numeric object along its members and keeps nothing. Every solution is
+// checked (solve_checked) whichever way it was made.
 template <class In>
 void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
                  const BatchShape& s, bool transpose, bool retain, const Options& o,
@@ -314,16 +322,12 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
   const RhsBlocks<In> rhs(b, x, s);
   const int64_t cols = rhs.cols();
 
-  std::unique_ptr<NumericSet> set;
-  std::string_view key;
-  uint64_t key_hash = 0;
-  if (retain) {
-    key = values_key(ax, s.la * nnz);
-    key_hash = hash_sample(key.data(), key.size(), 17);
-    set = cache.take_set(p, cplx, sizeof(In), o, key, key_hash);
-  }
+  const std::string_view key = values_key(ax, s.la * nnz);
+  const uint64_t key_hash = hash_sample(key.data(), key.size(), 17);
+  std::unique_ptr<NumericSet> set = cache.take_set(p, cplx, sizeof(In), s.la, o, key, key_hash);
   const bool hit = set != nullptr;
-  if (retain && !hit) {
+  const bool keep = hit || retain || cache.fits(p, s.la);
+  if (keep && !hit) {
     // Reuse a previous set of this pattern: its numeric objects are refactored in place
     // with the new values (pivot check included), and its key buffer is overwritten.
     set = cache.recycle_set(p, cplx, s.la);
@@ -343,11 +347,11 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
     Common c = make_common(o);
     SolveWork<S> ws;
     std::vector<S> scratch = rhs.scratch();
-    Fact chain = retain ? Fact{} : cache.take_spare(p, cplx);
+    Fact chain = keep ? Fact{} : cache.take_spare(p, cplx);
     for (int64_t m = lo; m < hi; ++m) {
       S* w = rhs.load(m, scratch);
-      if (retain && !hit && !set->members[m].num) set->members[m] = cache.take_spare(p, cplx);
-      Fact& f = retain ? set->members[m] : chain;
+      if (keep && !hit && !set->members[m].num) set->members[m] = cache.take_spare(p, cplx);
+      Fact& f = keep ? set->members[m] : chain;
       if (!hit) {
         load_values(p, ax + m * nnz, f);
         factorize<S>(p, f, c, o, op);
@@ -355,12 +359,14 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
       solve_checked(p, f, transpose, cols, w, c, o, ws, op);
       rhs.store(m, w);
     }
+    if (!keep) cache.note_member_bytes(p, chain.total_bytes());
     cache.put_spare(p, cplx, std::move(chain));
   });
 
-  if (retain) {
+  if (keep) {
     set->bytes = sizeof(NumericSet) + set->key.capacity();
     for (auto& f : set->members) set->bytes += f.total_bytes();
+    cache.note_member_bytes(p, set->bytes / std::max<int64_t>(1, s.la));
     cache.put_set(p, std::move(set));
   }
 }

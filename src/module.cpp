@@ -104,6 +104,10 @@ PYBIND11_MODULE(_klujax, m) {
   m.def("lu", &lu<std::complex<double>>);
   m.def("clear_cache", [] { klujax::Cache::instance().clear(); });
   m.def("set_cache_limit", [](int64_t bytes) { klujax::Cache::instance().set_limit(bytes); });
+  // The XLA FFI API version of the headers this extension was compiled against, which
+  // every handler reports to XLA at registration; XLA accepts it if it is not newer than
+  // its own (same major, minor <= the runtime's).
+  m.def("ffi_api_version", [] { return py::make_tuple(XLA_FFI_API_MAJOR, XLA_FFI_API_MINOR); });
   m.attr("klu_version") = py::str(std::to_string(KLU_MAIN_VERSION) + "." +
                                   std::to_string(KLU_SUB_VERSION) + "." +
                                   std::to_string(KLU_SUBSUB_VERSION));

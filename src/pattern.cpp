@@ -234,14 +234,15 @@ void Cache::admit_locked(const std::shared_ptr<Pattern>& p) {
 }
 
 std::unique_ptr<NumericSet> Cache::take_set(Pattern& p, bool is_complex, size_t elem_size,
-                                            const Options& opts, std::string_view key,
-                                            uint64_t hash) {
+                                            size_t members, const Options& opts,
+                                            std::string_view key, uint64_t hash) {
   // `key` may point straight at the caller's buffer: compared here, copied by no one.
   std::lock_guard<std::mutex> lock(mu_);
   for (auto it = p.sets.begin(); it != p.sets.end(); ++it) {
     NumericSet& s = **it;
+    // (members matters only when n_nz is 0: then every key is empty)
     if (s.is_complex == is_complex && s.elem_size == elem_size && s.hash == hash &&
-        s.opts.same_factor(opts) && s.key == key) {
+        s.members.size() == members && s.opts.same_factor(opts) && s.key == key) {
       std::unique_ptr<NumericSet> out = std::move(*it);
       p.sets.erase(it);
       if (p.cached) used_ -= out->bytes;
@@ -263,6 +264,19 @@ void Cache::put_set(Pattern& p, std::unique_ptr<NumericSet> set) {
     p.sets.pop_back();
   }
   enforce_limit_locked();
+}
+
+bool Cache::fits(Pattern& p, int64_t members) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!p.cached) return false;
+  if (p.member_bytes == 0) return members == 1;  // nothing seen yet: one member is fine
+  return static_cast<double>(p.member_bytes) * static_cast<double>(members) <= 0.25 * limit_;
+}
+
+void Cache::note_member_bytes(Pattern& p, size_t bytes) {
+  if (bytes == 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  p.member_bytes = bytes;
 }
 
 std::unique_ptr<NumericSet> Cache::recycle_set(Pattern& p, bool is_complex, size_t members) {

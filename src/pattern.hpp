@@ -68,6 +68,7 @@ struct Pattern {
   // Guarded by the cache mutex.
   bool cached = false;
   int64_t pins = 0;  // live symbolic handles on this pattern
+  size_t member_bytes = 0;  // size of one member's factorization, last seen
   std::list<std::unique_ptr<NumericSet>> sets;  // most recent first
   std::vector<Fact> spares[2];                  // [is_complex]
 
@@ -118,11 +119,16 @@ class Cache {
   // freshly built.
   std::shared_ptr<Pattern> pattern(const int32_t* ai, const int32_t* aj, int64_t nnz,
                                    int32_t n, const Options& opts, const char* op);
-  // Removes and returns the factorizations of exactly `key` made with the factor options
-  // of `opts`, or null.
+  // Removes and returns the `members` factorizations of exactly `key` made with the
+  // factor options of `opts`, or null.
   std::unique_ptr<NumericSet> take_set(Pattern& p, bool is_complex, size_t elem_size,
-                                       const Options& opts, std::string_view key, uint64_t hash);
+                                       size_t members, const Options& opts,
+                                       std::string_view key, uint64_t hash);
   void put_set(Pattern& p, std::unique_ptr<NumericSet> set);
+  // Whether `members` factorizations of p are expected to take at most a quarter of the
+  // limit (false until one factorization of p has been seen), and recording their size.
+  bool fits(Pattern& p, int64_t members);
+  void note_member_bytes(Pattern& p, size_t bytes);
   // The oldest kept set of `members` factorizations, if the pattern keeps at least two
   // (the newest always stays): its objects are refactored for new values, not rebuilt.
   std::unique_ptr<NumericSet> recycle_set(Pattern& p, bool is_complex, size_t members);

@@ -62,3 +62,35 @@ def test_transient() -> None:
     assert out["grad_relative_diff_dense"] < 1e-8
     # A long step input settles at the DC operating point.
     assert out["step_final_load_voltage"] == pytest.approx(out["dc_load_voltage"], rel=1e-2)
+
+
+def test_optimistix_dc() -> None:
+    pytest.importorskip("optimistix")
+    out = _load("optimistix_dc").main()
+    assert out["successful"]
+    assert out["steps"] < 50
+    assert out["residual"] < 1e-12  # [A]; the source is 0.1 A
+    # The same Newton iteration with a dense LU: the same steps, the same answer.
+    assert out["steps_dense"] == out["steps"]
+    assert out["max_abs_diff_dense"] < 1e-12
+    assert out["colours"] <= 8  # a 5-point mesh: a few JVPs per Jacobian, for any size
+    # Physics: the diodes clamp the driven node near a forward voltage; the load sags.
+    assert 0.6 < out["v_source_node"] < 0.9
+    assert 0.0 < out["v_load_node"] < out["v_source_node"]
+    # The implicit-function-theorem gradient through KLU.
+    assert out["dvload_di0"] > 0
+    assert out["grad_relative_diff_dense"] < 1e-10
+    assert out["grad_relative_diff_fd"] < 1e-5
+
+
+def test_diffrax_stiff() -> None:
+    pytest.importorskip("diffrax")
+    out = _load("diffrax_stiff").main()
+    assert out["successful"] and out["all_finite"]
+    assert out["steps_dense"] == out["steps"]
+    assert out["relative_diff_dense"] < 1e-10
+    # Stiff: the explicit solver needs several times the steps, for the same solution.
+    assert out["steps_explicit"] > 3 * out["steps"]
+    assert out["relative_diff_explicit"] < 1e-4
+    # u(1/2, 10): a regression value (Tsit5 agrees with it independently, see above).
+    assert out["u_mid_final"] == pytest.approx(0.42995, abs=1e-4)

@@ -1,0 +1,71 @@
+"""Value-keyed reuse (issue 11.1): a repeated solve with unchanged values only solves, and
+returns what a fresh factorization would."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from helpers import dense, make_system
+
+import klujax
+
+N = 30
+
+
+def _hits() -> int:
+    return klujax.cache_info()["numeric_hits"]
+
+
+@pytest.mark.parametrize("batch", [None, 4])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex128])
+def test_repeated_values_hit_and_match_fresh(batch, dtype):
+    Ai, Aj, Ax = make_system(N, n_lhs=batch, dtype=dtype, seed=11)
+    rng = np.random.default_rng(0)
+    bs = [rng.standard_normal((N,) if batch is None else (batch, N)).astype(dtype) for _ in range(4)]
+    f = jax.jit(lambda a, b: klujax.solve(Ai, Aj, a, b))
+    klujax.clear_cache()
+    f(Ax, bs[0]).block_until_ready()
+    f(Ax, bs[0]).block_until_ready()  # the values are kept from here on
+    before = _hits()
+    xs = [np.asarray(f(Ax, b)) for b in bs]
+    assert _hits() - before == len(bs)  # no factorization: every call found its values
+    A = dense(Ai, Aj, Ax, N)
+    for b, x in zip(bs, xs):
+        klujax.clear_cache()
+        fresh = np.asarray(klujax.solve(Ai, Aj, Ax, b))
+        np.testing.assert_allclose(x, fresh, rtol=1e-13, atol=1e-14)
+        ref = np.linalg.solve(A, b[..., None])[..., 0]
+        np.testing.assert_allclose(x, ref, rtol=1e-11, atol=1e-13)
+
+
+def test_changed_values_or_options_miss():
+    Ai, Aj, Ax = make_system(N, seed=12)
+    b = np.ones(N)
+    klujax.clear_cache()
+    klujax.solve(Ai, Aj, Ax, b)
+    klujax.solve(Ai, Aj, Ax, b)
+    Ax2 = Ax.copy()
+    Ax2[-1] += 1e-9  # one value, one ulp-scale change: must not be mistaken for Ax
+    before = klujax.cache_info()
+    x2 = klujax.solve(Ai, Aj, Ax2, b)
+    after = klujax.cache_info()
+    assert after["numeric_hits"] == before["numeric_hits"]
+    np.testing.assert_allclose(x2, np.linalg.solve(dense(Ai, Aj, Ax2, N), b), rtol=1e-12)
+    # same values in float32 are other values (their own key)
+    x32 = klujax.solve(Ai, Aj, Ax.astype(np.float32), b)
+    np.testing.assert_allclose(x32, np.linalg.solve(dense(Ai, Aj, Ax.astype(np.float32), N), b), rtol=1e-12)
+    # other factor options: their own factorization
+    before = klujax.cache_info()["numeric_hits"]
+    klujax.solve(Ai, Aj, Ax, b, options=klujax.KLUOptions(tol=1.0))
+    assert klujax.cache_info()["numeric_hits"] == before
+
+
+def test_in_place_mutation_of_a_host_array_is_seen():
+    Ai, Aj, Ax = make_system(N, seed=13)
+    b = np.ones(N)
+    Ax = Ax.copy()
+    for k in range(3):
+        x = klujax.solve(Ai, Aj, Ax, b)
+        np.testing.assert_allclose(x, np.linalg.solve(dense(Ai, Aj, Ax, N), b), rtol=1e-12)
+        Ax *= 1.5  # same buffer, new content
