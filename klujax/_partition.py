@@ -42,7 +42,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ._compat import build_partitioned_module, enable_x64, hlo_sharding, xc
+from ._compat import build_partitioned_module, decode_ffi_attributes, enable_x64, hlo_sharding, xc
 from ._ops import OPS, OpSpec, labels, target
 from ._options import KLUOptions
 
@@ -173,17 +173,11 @@ def _shape(s: Any) -> tuple:
 
 def _params(spec: OpSpec, backend_config: bytes | str) -> dict[str, Any]:
     """The primitive's params from the custom call's FFI attributes."""
-    attrs = _decode(backend_config)
+    attrs = decode_ffi_attributes(backend_config)
     params = {k: (KLUOptions.from_attribute(v) if k == "options" else v) for k, v in attrs.items()}
     if spec.effectful:
-        params["effect"] = False
+        params["effect"] = False  # the per-device call is a plain FFI call with side effects
     return params
-
-
-def _decode(backend_config: bytes | str) -> dict[str, Any]:
-    from ._compat import decode_ffi_attributes
-
-    return decode_ffi_attributes(backend_config)
 
 
 def _manual(s: Any) -> str:
@@ -235,8 +229,7 @@ def _infer(
     backend_config: Any,
 ) -> Any:
     in_shapes = [_shape(s) for s in arg_shapes]
-    shardings = [None if s is None else s for s in arg_shardings]
-    _, res, _, _ = _shardings(spec, shardings, in_shapes, None, _shape(result_shape))
+    _, res, _, _ = _shardings(spec, list(arg_shardings), in_shapes, None, _shape(result_shape))
     return res
 
 

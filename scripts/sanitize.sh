@@ -16,7 +16,7 @@ if [ "$SANITIZER" = thread ]; then V=.venv-tsan; else V=.venv-asan; fi
 [ -x $V/bin/python ] || "$PY" -m venv $V
 $V/bin/python -m pip install -q --upgrade pip
 $V/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" cmake ninja \
-  "jax>=0.6.0,<0.13" "jaxlib>=0.6.0,<0.13" pytest hypothesis scipy
+  "jax>=0.6.0,<0.13" "jaxlib>=0.6.0,<0.13" pytest hypothesis scipy flatbuffers absl-py
 $V/bin/python -m pip install -q --no-build-isolation --force-reinstall --no-deps \
   -Cbuild-dir=build/$V -Ccmake.define.KLUJAX_SANITIZE="$SANITIZER" -Ccmake.build-type=RelWithDebInfo .
 

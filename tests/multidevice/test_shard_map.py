@@ -227,3 +227,19 @@ def test_mismatched_vma_is_an_error() -> None:
     f = shard_map(raw, mesh=m, in_specs=(P(), S), out_specs=S)
     with pytest.raises(ValueError, match="vary over different manual mesh axes"):
         jax.jit(f).lower(put(Ax, m, P()), put(b, m, S))
+
+
+def test_partly_manual_shard_map() -> None:
+    """A 2 x 2 mesh, shard_map manual over one axis only; the other axis stays automatic."""
+    if not hasattr(jax, "shard_map"):
+        pytest.skip("axis_names= needs jax.shard_map (jax >= 0.7)")
+    from jax.sharding import Mesh, NamedSharding
+
+    Ai, Aj, Ax = system()
+    b = rhs((L, N))
+    m = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("a", "b"))
+    both = NamedSharding(m, P(("a", "b")))
+    f = jax.shard_map(lambda Ax, b: klujax.solve(Ai, Aj, Ax, b), mesh=m, in_specs=(P("a"), P("a")),
+                      out_specs=P("a"), axis_names={"a"})
+    x = jax.jit(f)(jax.device_put(Ax, both), jax.device_put(b, both))
+    close(x, ref_solve(Ai, Aj, Ax, b))
