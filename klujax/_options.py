@@ -104,7 +104,7 @@ class KLUOptions:
 
     @classmethod
     def from_attribute(cls, a: np.ndarray) -> KLUOptions:
-        """The inverse of :meth:`as_attribute` (used to re-lower a partitioned call)."""
+        """The inverse of ``as_attribute`` (used to re-lower a partitioned call)."""
         a = np.broadcast_to(np.asarray(a, np.float64), (7,))  # a splat prints as one value
         orderings = {v: k for k, v in _ORDERINGS.items()}
         scales = {v: k for k, v in _SCALES.items()}
