@@ -165,10 +165,22 @@ GOLDEN = sorted((pathlib.Path(__file__).parent / "data" / "export_v1").glob("*.n
 
 @pytest.mark.parametrize("path", GOLDEN, ids=[p.stem for p in GOLDEN])
 def test_golden_exports_keep_working(path: Any) -> None:
-    """Exports serialized with jax 0.6.0 and version-1 targets (tests/data/export_v1/make.py)."""
+    """Exports serialized with jax 0.6.0 and version-1 targets (tests/data/export_v1/make.py).
+
+    JAX itself deserializes only exports inside its own 6-month compatibility window
+    (jax 0.12 no longer reads jax 0.6.0's serialization version 2): there the test is
+    skipped, since no library can make JAX read them; klujax's side of the promise (the
+    v1 targets stay registered with their meaning) is then covered by the fresh-process
+    round trips above.
+    """
     data = np.load(path)
     before = klujax._klujax.live_handles()
-    exp = export.deserialize(bytearray(data["blob"].tobytes()))
+    try:
+        exp = export.deserialize(bytearray(data["blob"].tobytes()))
+    except ValueError as e:
+        if "backward-compatibility window" not in str(e):
+            raise
+        pytest.skip(f"jax {jax.__version__} cannot deserialize jax 0.6.0 exports: {e}")
     args = [data[f"arg{i}"] for i in range(sum(k.startswith("arg") for k in data.files))]
     want = [data[f"want{i}"] for i in range(sum(k.startswith("want") for k in data.files))]
     got = jax.tree_util.tree_leaves(exp.call(*args))
