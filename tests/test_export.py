@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import klujax
 from hardening_helpers import run_python
 from helpers import dense, make_system, random_array
+
+import klujax
 
 export = pytest.importorskip("jax.export")
 pytest.importorskip("flatbuffers")  # serialization

@@ -19,10 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import klujax
 from hardening_helpers import RUNTIME_ERRORS, run_python
 from multiprocess_system import L, N, system
+
+import klujax
 
 HERE = pathlib.Path(__file__).parent
 TIMEOUT = 240  # seconds for the whole job
