@@ -23,10 +23,11 @@ def main(pid: int, nproc: int, port: int, out: str) -> None:
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+    from multiprocess_system import AXIS, L, N, system
 
     import klujax
-    from multiprocess_system import AXIS, L, N, system
 
     mesh = Mesh(np.array(jax.devices()), (AXIS,))  # all devices of all processes
     batch = NamedSharding(mesh, P(AXIS))
