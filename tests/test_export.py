@@ -173,7 +173,8 @@ def test_golden_exports_keep_working(path: Any) -> None:
     v1 targets stay registered with their meaning) is then covered by the fresh-process
     round trips above.
     """
-    data = np.load(path)
+    with np.load(path) as npz:  # closed before a skip, too (ResourceWarning = error)
+        data = {k: npz[k] for k in npz.files}
     before = klujax._klujax.live_handles()
     try:
         exp = export.deserialize(bytearray(data["blob"].tobytes()))
@@ -181,8 +182,8 @@ def test_golden_exports_keep_working(path: Any) -> None:
         if "backward-compatibility window" not in str(e):
             raise
         pytest.skip(f"jax {jax.__version__} cannot deserialize jax 0.6.0 exports: {e}")
-    args = [data[f"arg{i}"] for i in range(sum(k.startswith("arg") for k in data.files))]
-    want = [data[f"want{i}"] for i in range(sum(k.startswith("want") for k in data.files))]
+    args = [data[f"arg{i}"] for i in range(sum(k.startswith("arg") for k in data))]
+    want = [data[f"want{i}"] for i in range(sum(k.startswith("want") for k in data))]
     got = jax.tree_util.tree_leaves(exp.call(*args))
     assert len(got) == len(want)
     for g, w in zip(got, want):
