@@ -1,10 +1,6 @@
 #include "pattern.hpp"
 
 #include <algorithm>
-#include <thread>
-
-#include "parallel.hpp"
-
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
@@ -130,45 +126,6 @@ std::shared_ptr<Pattern> build_pattern(const int32_t* ai, const int32_t* aj, int
   }
   p->bytes += sizeof(int32_t) * (3 * nnz + 2 * p->ai.size() + n + 1) + sizeof(Pattern);
   return p;
-}
-
-//== WorkerPool ==//
-
-WorkerPool& WorkerPool::instance() {
-  static WorkerPool* pool = new WorkerPool();  // leaked: workers outlive static destructors
-  return *pool;
-}
-
-WorkerPool::WorkerPool() {
-  int64_t total = std::max(1u, std::thread::hardware_concurrency());
-  if (const char* env = std::getenv("KLUJAX_NUM_THREADS")) {
-    char* end = nullptr;
-    long long v = std::strtoll(env, &end, 10);
-    if (end != env && v >= 1) total = v;
-  }
-  for (int64_t t = 1; t < total; ++t) {
-    threads_.emplace_back([this] {
-      for (;;) {
-        std::function<void()> task;
-        {
-          std::unique_lock<std::mutex> lock(mu_);
-          cv_.wait(lock, [this] { return !queue_.empty(); });
-          task = std::move(queue_.front());
-          queue_.pop_front();
-        }
-        task();
-      }
-    });
-    threads_.back().detach();
-  }
-}
-
-void WorkerPool::schedule(std::function<void()> task) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(std::move(task));
-  }
-  cv_.notify_one();
 }
 
 //== Cache ==//
