@@ -11,8 +11,10 @@ import numpy as _np
 from ._api import coalesce as coalesce
 from ._api import dot as dot
 from ._api import solve as solve
+from ._cache import blas_library as blas_library
 from ._cache import cache_info as cache_info
 from ._cache import clear_cache as clear_cache
+from ._cache import methods as methods
 from ._cache import set_cache_limit as set_cache_limit
 from ._compat import KLUEffect as KLUEffect
 from ._diagnostics import (
@@ -80,6 +82,7 @@ __all__ = [
     "KLUOptions",
     "__version__",
     "analyze",
+    "blas_library",
     "cache_info",
     "clear_cache",
     "coalesce",
@@ -90,6 +93,7 @@ __all__ = [
     "free_numeric",
     "free_symbolic",
     "lu",
+    "methods",
     "rcond",
     "refactor",
     "refactor_and_solve",

@@ -62,6 +62,17 @@ def grid(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.array(Ai, np.int32), np.array(Aj, np.int32), np.array(Ax)
 
 
+def fill_heavy(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """A random unsymmetric matrix, ~5 entries per row plus the diagonal: heavy fill."""
+    rng = np.random.default_rng(1)
+    Ai = np.concatenate([np.repeat(np.arange(n), 5), np.arange(n)])
+    Aj = np.concatenate([rng.integers(0, n, 5 * n), np.arange(n)])
+    key = np.unique(Ai.astype(np.int64) * n + Aj)
+    Ai, Aj = (key // n).astype(np.int32), (key % n).astype(np.int32)
+    Ax = rng.standard_normal(len(Ai)) + 4.0 * (Ai == Aj)
+    return Ai, Aj, Ax, n
+
+
 def dense(Ai: np.ndarray, Aj: np.ndarray, Ax: jax.Array | np.ndarray, n: int) -> jax.Array:
     """Dense (..., n, n) matrices from COO values (duplicates summed)."""
     return jnp.zeros((*Ax.shape[:-1], n, n), Ax.dtype).at[..., Ai, Aj].add(Ax)
@@ -113,7 +124,7 @@ def _run(n: int, n_freq: int) -> int:
 
     print(
         f"klujax {klujax.__version__} (KLU {klujax._klujax.klu_version}, jax {jax.__version__}, "
-        f"{jax.devices()[0].platform})"
+        f"{jax.devices()[0].platform}; backends: {', '.join(klujax.methods())})"
     )
 
     # 1. Frequency sweep of an RC ladder: one batched complex solve inside jit.
@@ -222,6 +233,28 @@ def _run(n: int, n_freq: int) -> int:
         f"  condest from {float(ce.min()):.1e} to {float(ce.max()):.1e} over the sweep; "
         f"refinement steps so far: {klujax.cache_info()['refine_steps']}, "
         f"fresh-pivot fallbacks: {klujax.cache_info()['refactor_fallbacks']}"
+    )
+
+    # 5. A fill-heavy matrix: "auto" hands it to UMFPACK where this build has it.
+    Ri, Rj, Rx, nr = fill_heavy(1000)
+    br = jnp.ones(nr)
+    ref = jnp.linalg.solve(dense(Ri, Rj, jnp.asarray(Rx), nr), br)
+    chosen = klujax._klujax.analysis_info(Ri, Rj, nr, klujax.KLUOptions().as_attribute())
+    print(
+        f"\n[5] fill-heavy random unsymmetric matrix (n={nr}, nnz={len(Ri)}): "
+        f"method='auto' chose {chosen['method']!r} (estimated {chosen['flops']:.2g} flops, "
+        f"{chosen['flops'] / max(chosen['lu_nnz'], 1):.0f} per factor entry)"
+    )
+    times = {}
+    for method in klujax.methods():
+        opts = klujax.KLUOptions(method=method)  # type: ignore[arg-type]
+        f = jax.jit(lambda a, opts=opts: klujax.solve(Ri, Rj, a, br, options=opts))
+        check(f"method={method!r} vs jnp.linalg.solve", relerr(f(jnp.asarray(Rx)), ref), 1e-9)
+        times[method] = timeit_varying(f, [jnp.asarray(Rx * (1 + 1e-3 * k)) for k in range(5)])
+    print(
+        "  time per solve with new values: "
+        + ", ".join(f"{m} {t * 1e3:.2f} ms" for m, t in times.items())
+        + (f" (BLAS: {klujax.blas_library()})" if "umfpack" in times else " (UMFPACK not built in)")
     )
 
     info = klujax.cache_info()

@@ -1,6 +1,9 @@
-"""Controls for the native cache of pattern analyses and factorizations."""
+"""Controls for the native cache of pattern analyses and factorizations, and what the
+native build has."""
 
 from __future__ import annotations
+
+import os
 
 from . import _klujax
 
@@ -28,3 +31,21 @@ def set_cache_limit(megabytes: float) -> None:
     if megabytes < 0:
         raise ValueError(f"set_cache_limit: megabytes must be >= 0, got {megabytes}")
     _klujax.set_cache_limit(int(megabytes * 2**20))
+
+
+def methods() -> tuple[str, ...]:
+    """The solver backends of this build, for ``KLUOptions(method=...)``.
+
+    ``"klu"`` always; ``"umfpack"`` when klujax was built with UMFPACK (source builds
+    where SuiteSparse UMFPACK is found; not the binary wheels, which stay
+    LGPL-2.1-or-later). ``"auto"`` picks among these.
+    """
+    return tuple(_klujax.methods())
+
+
+def blas_library() -> str:
+    """Path of the BLAS library UMFPACK computes with in this process ("" if none is
+    loaded): its speed on fill-heavy matrices depends on it (an optimized BLAS such as
+    OpenBLAS is 2-3x faster than the reference BLAS)."""
+    path = str(_klujax.blas_library())
+    return os.path.realpath(path) if path else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -10,6 +11,7 @@ import numpy as np
 
 _ORDERINGS = {"amd": 0, "colamd": 1, "natural": 2}
 _SCALES = {"none": 0, "sum": 1, "max": 2}
+_METHODS = {"auto": 0, "klu": 1, "umfpack": 2}
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,13 @@ class KLUOptions:
         target: the backward error to reach (default ``1e-14``). A solution from a fresh
             factorization that still misses it after refinement is returned as is: the
             matrix is then too ill-conditioned (beyond about ``1e12``) for the guarantee.
+        method: the sparse direct solver: ``"klu"`` (circuit-like matrices: little fill,
+            pivot-order reuse), ``"umfpack"`` (fill-heavy matrices: multifrontal, BLAS-3;
+            only in builds that have it, see :func:`klujax.methods`), or ``"auto"``
+            (default): chosen per sparsity pattern from KLU's symbolic analysis (estimated
+            flops per factor entry), never from the values, so a pattern keeps its backend.
+            ``tol`` and ``btf`` apply to KLU only. The accuracy check is the same for both.
+            See the "Solvers" docs page for the rule and its calibration.
     """
 
     tol: float = 0.001
@@ -61,6 +70,7 @@ class KLUOptions:
     check: bool = True
     refine: int = 3
     target: float = 1e-14
+    method: Literal["auto", "klu", "umfpack"] = "auto"
 
     def __post_init__(self) -> None:
         def bad(field: str, want: str) -> ValueError:
@@ -72,6 +82,8 @@ class KLUOptions:
             raise bad("ordering", f"one of {sorted(_ORDERINGS)}")
         if self.scale not in _SCALES:
             raise bad("scale", f"one of {sorted(_SCALES)}")
+        if self.method not in _METHODS:
+            raise bad("method", f"one of {sorted(_METHODS)}")
         for flag in ("btf", "check"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise bad(flag, "a bool")
@@ -87,7 +99,7 @@ class KLUOptions:
             raise bad("target", "a finite float >= 0")
 
     def as_attribute(self) -> np.ndarray:
-        """The FFI attribute: ``[tol, ordering, scale, btf, check, refine, target]``
+        """The FFI attribute: ``[tol, ordering, scale, btf, check, refine, target, method]``
         (the order ``src/options.hpp`` decodes)."""
         return np.array(
             [
@@ -98,14 +110,19 @@ class KLUOptions:
                 self.check,
                 self.refine,
                 self.target,
+                _METHODS[self.method],
             ],
             dtype=np.float64,
         )
 
     @classmethod
     def from_attribute(cls, a: np.ndarray) -> KLUOptions:
-        """The inverse of ``as_attribute`` (used to re-lower a partitioned call)."""
-        a = np.broadcast_to(np.asarray(a, np.float64), (7,))  # a splat prints as one value
+        """The inverse of ``as_attribute`` (used to re-lower a partitioned call). The
+        7-field form of klujax 0.6.0 (no method) means KLU, as it did then."""
+        a = np.asarray(a, np.float64).reshape(-1)
+        if a.size == 1:  # a splat prints as one value
+            a = np.broadcast_to(a, (8,))
+        method = _METHOD_NAMES[int(a[7])] if a.size >= 8 else "klu"
         orderings = {v: k for k, v in _ORDERINGS.items()}
         scales = {v: k for k, v in _SCALES.items()}
         return cls(
@@ -116,9 +133,11 @@ class KLUOptions:
             check=bool(a[4]),
             refine=int(a[5]),
             target=float(a[6]),
+            method=method,  # type: ignore[arg-type]
         )
 
 
+_METHOD_NAMES = {v: k for k, v in _METHODS.items()}
 DEFAULT_OPTIONS = KLUOptions()
 
 
@@ -128,4 +147,18 @@ def as_options(fn: str, options: KLUOptions | None) -> KLUOptions:
         return DEFAULT_OPTIONS
     if not isinstance(options, KLUOptions):
         raise TypeError(f"{fn}: options must be a klujax.KLUOptions, got {type(options).__name__}")
+    if options.method == "umfpack" and "umfpack" not in _built_methods():
+        raise ValueError(
+            f"{fn}: options.method='umfpack' is not available: this klujax was built without "
+            "UMFPACK (klujax.methods() == ('klu',); the binary wheels leave it out, see the "
+            "Solvers docs page). Use method='klu' or 'auto', or build klujax from source "
+            "where SuiteSparse UMFPACK is installed."
+        )
     return options
+
+
+@functools.cache
+def _built_methods() -> tuple[str, ...]:
+    from . import _klujax
+
+    return tuple(_klujax.methods())

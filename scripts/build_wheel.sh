@@ -52,7 +52,8 @@ PYTAG=$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1
 rm -f "$DIST"/klujax-*-"$PYTAG"-"$PYTAG"-*.whl "$DIST"/klujax-*.tar.gz
 
 echo "== python -m build (sdist, then the wheel from the sdist; isolated build environment)"
-python -m build --outdir "$RAW" "$ROOT"
+# Without UMFPACK (GPL): the wheel bundles only LGPL/BSD libraries (docs/solvers.md).
+SKBUILD_CMAKE_DEFINE="KLUJAX_UMFPACK=OFF" python -m build --outdir "$RAW" "$ROOT"
 raw_whl=$(ls "$RAW"/klujax-*.whl)
 sdist=$(ls "$RAW"/klujax-*.tar.gz)
 

@@ -59,6 +59,21 @@ assert ss, "no SuiteSparse library mapped"
 bundled = [p.startswith(os.path.join(os.path.dirname(site), "klujax.libs") + "/") for p in ss]
 assert all(bundled) if mode == "bundled" else not any(bundled), (mode, ss)
 print("solve ok: max |x - x_dense| =", float(np.abs(x - np.linalg.solve(A, b)).max()))
+# The binary wheel has no UMFPACK (GPL): "auto" means KLU and "umfpack" is a clear error.
+# The sdist, built where SuiteSparse's UMFPACK is installed, has both backends.
+print("methods:", klujax.methods(), "BLAS:", klujax.blas_library() or "(none loaded)")
+if mode == "bundled":
+    assert klujax.methods() == ("klu",), klujax.methods()
+    try:
+        klujax.solve(Ai, Aj, Ax, b, options=klujax.KLUOptions(method="umfpack"))
+    except ValueError as e:
+        assert "UMFPACK" in str(e), e
+    else:
+        raise AssertionError("method='umfpack' should fail in the binary wheel")
+else:
+    assert klujax.methods() == ("klu", "umfpack"), klujax.methods()
+    xu = klujax.solve(Ai, Aj, Ax, b, options=klujax.KLUOptions(method="umfpack"))
+    assert np.allclose(xu, np.linalg.solve(A, b), rtol=1e-12, atol=1e-12)
 PY
 
 echo "== wheel: $(basename "$whl") into a fresh venv"

@@ -10,19 +10,12 @@
 #include <type_traits>
 #include <vector>
 
-#include "klu_traits.hpp"
+#include "cache.hpp"
 #include "parallel.hpp"
 #include "pattern.hpp"
 
 namespace klujax {
 
-// A refactorization (old pivot order, new values) is tried only if its pivots stay as
-// healthy as a fresh factorization's: the cheap estimate min|u_kk|/max|u_kk| (klu_rcond,
-// O(n)) may not fall below this factor times what the last fresh klu_factor of that
-// numeric object had, else the member is factored afresh at once. This is only a cheap
-// first filter: a reused pivot order can lose digits with a healthy rcond, which is why
-// every solution is then checked by its backward error (solve_checked below).
-constexpr double kRefactorRatio = 0.1;
 // Below this much estimated work a chunk is not worth a thread hand-off.
 constexpr double kMinChunkNs = 40e3;
 
@@ -42,23 +35,14 @@ inline int64_t max_chunks_for(double ns_per_item, int64_t items) {
 inline double abs1(double v) { return std::fabs(v); }
 inline double abs1(const cplx& v) { return std::fabs(v.real()) + std::fabs(v.imag()); }
 
-template <class S>
-S* values_of(Fact& f) {
-  return reinterpret_cast<S*>(f.vals.data());
-}
-template <class S>
-const S* values_of(const Fact& f) {
-  return reinterpret_cast<const S*>(f.vals.data());
-}
-
 // Loads COO values (one member of Ax) into f's CSC value buffer, duplicates summed, and
 // computes the norms the backward error needs.
 template <class In>
 void load_values(const Pattern& p, const In* ax, Fact& f) {
   using S = compute_t<In>;
   const int64_t m = p.nnz_csc();
-  f.vals.resize(static_cast<size_t>(m) * (KluTraits<S>::is_complex ? 2 : 1));
-  S* v = values_of<S>(f);
+  f.vals.resize(static_cast<size_t>(m) * (is_complex_v<S> ? 2 : 1));
+  S* v = f.values<S>();
   p.scatter(ax, v);
   std::vector<double> rows(p.n, 0.0);
   double one = 0.0, total = 0.0;
@@ -83,51 +67,30 @@ void load_values(const Pattern& p, const In* ax, Fact& f) {
 
 //== Factorization ==//
 
-// A fresh klu_factor of f's values (new pivot order). Returns false if singular.
+// A fresh factorization of f's values (new pivot order). Returns false if singular (f
+// then keeps any object it had, which a later refactorization may reuse).
 template <class S>
-bool factor_fresh(Pattern& p, Fact& f, Common& c, const Options& o, const char* op) {
-  using K = KluTraits<S>;
-  const size_t before = c.c.memusage;
-  NumericPtr fresh(K::factor(p.ap_ptr(), p.ai_ptr(), values_of<S>(f), p.symbolic.get(), c.get()));
-  if (!fresh) {
-    check_klu_status(c.c, op);
-    return false;  // KLU_SINGULAR
-  }
-  K::rcond(p.symbolic.get(), fresh.get(), c.get());
-  const double rc = c.c.rcond;
-  f.num = std::move(fresh);
+bool factor_fresh(const Pattern& p, Fact& f, const Options& o, const char* op) {
+  const Analysis* an = p.analysis();
+  if (!an || !p.solver<S>(op).factor(p, *an, f, o, op)) return false;
   f.opts = o;
   f.fresh = true;
-  // Non-finite values (NaN/Inf in Ax) give a meaningless reference: then no later
-  // refactorization of this object is trusted until a fresh one is sane again.
-  f.ref_rcond = std::isfinite(rc) && rc > 0 ? rc : HUGE_VAL;
-  f.bytes = c.c.memusage > before ? c.c.memusage - before : 0;
   return true;
 }
 
-// Factors f's values (load_values first), refactoring f's existing object with its pivot
-// order when it has one made with the same factor options and the pivots pass the rcond
-// filter. Sets and returns f.ok (false: singular; f keeps any object it had, which a
-// later klu_refactor may reuse).
+// Factors f's values (load_values first), reusing the pivot order of f's existing
+// factorization when it was made with the same factor options and the backend accepts
+// the result (see Solver::refactor), else afresh. Sets and returns f.ok (false: singular).
 template <class S>
-bool factorize(Pattern& p, Fact& f, Common& c, const Options& o, const char* op) {
-  using K = KluTraits<S>;
+bool factorize(const Pattern& p, Fact& f, const Options& o, const char* op) {
   f.ok = false;
-  klu_symbolic* sym = p.symbolic.get();
-  if (!sym) return false;  // no entries at all: singular
-  if (f.num && f.opts.same_factor(o)) {
-    if (K::refactor(p.ap_ptr(), p.ai_ptr(), values_of<S>(f), sym, f.num.get(), c.get()) &&
-        c.c.status == KLU_OK) {
-      K::rcond(sym, f.num.get(), c.get());
-      if (c.c.rcond >= kRefactorRatio * f.ref_rcond) {  // NaN fails too
-        f.fresh = false;
-        return f.ok = true;
-      }
-    } else {
-      check_klu_status(c.c, op);
-    }
+  const Analysis* an = p.analysis();
+  if (!an) return false;  // no entries at all: singular
+  if (f.num && f.opts.same_factor(o) && p.solver<S>(op).refactor(p, *an, f, o, op)) {
+    f.fresh = false;
+    return f.ok = true;
   }
-  return f.ok = factor_fresh<S>(p, f, c, o, op);
+  return f.ok = factor_fresh<S>(p, f, o, op);
 }
 
 //== Checked solves ==//
@@ -135,18 +98,14 @@ bool factorize(Pattern& p, Fact& f, Common& c, const Options& o, const char* op)
 template <class S>
 S nan_value() {
   constexpr double q = std::numeric_limits<double>::quiet_NaN();
-  if constexpr (KluTraits<S>::is_complex) return S(q, q);
+  if constexpr (is_complex_v<S>) return S(q, q);
   else return S(q);
 }
 
+// op(A) x = b in place for `cols` columns, with f's factors (f.ok must hold).
 template <class S>
-void klu_solve_cols(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Common& c,
-                    const char* op) {
-  using K = KluTraits<S>;
-  const int n = static_cast<int>(p.n);
-  int done = transpose ? K::tsolve(p.symbolic.get(), f.num.get(), n, static_cast<int>(cols), w, c.get())
-                       : K::solve(p.symbolic.get(), f.num.get(), n, static_cast<int>(cols), w, c.get());
-  if (!done) check_klu_status(c.c, op);
+void solve_cols(const Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, const char* op) {
+  p.solver<S>(op).solve(p, *p.analysis(), f, transpose, cols, w, op);
 }
 
 // max that keeps a NaN once seen (std::max drops it when it comes second).
@@ -159,7 +118,7 @@ template <class S>
 double residual(const Pattern& p, const Fact& f, bool transpose, int64_t cols, const S* b,
                 const S* x, S* r) {
   const int64_t n = p.n;
-  const S* a = values_of<S>(f);
+  const S* a = f.values<S>();
   const int32_t* ap = p.ap.data();
   const int32_t* ai = p.ai.data();
   const double anorm = transpose ? f.norm_one : f.norm_inf;
@@ -211,7 +170,7 @@ struct SolveWork {
 // f's values afresh and starts over: a reused order never returns a less accurate answer
 // than a fresh factorization would. A singular member gives NaN.
 template <class S>
-void solve_checked(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Common& c,
+void solve_checked(const Pattern& p, Fact& f, bool transpose, int64_t cols, S* w,
                    const Options& o, SolveWork<S>& ws, const char* op) {
   const int64_t size = p.n * cols;
   if (!f.ok) {
@@ -219,21 +178,21 @@ void solve_checked(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Comm
     return;
   }
   if (!o.check) {
-    klu_solve_cols(p, f, transpose, cols, w, c, op);
+    solve_cols(p, f, transpose, cols, w, op);
     return;
   }
   ws.b0.assign(w, w + size);
   ws.r.resize(size);
   // Complex moduli are measured as |re| + |im| (cheap, as LAPACK's CABS1), which can make
   // the measured error up to 2x smaller than the true one: aim at half the target.
-  const double target = KluTraits<S>::is_complex ? 0.5 * o.target : o.target;
+  const double target = is_complex_v<S> ? 0.5 * o.target : o.target;
   for (;;) {
-    klu_solve_cols(p, f, transpose, cols, w, c, op);
+    solve_cols(p, f, transpose, cols, w, op);
     double berr = residual(p, f, transpose, cols, ws.b0.data(), w, ws.r.data());
     int step = 0;
     for (; step < o.refine && berr > target; ++step) {  // NaN: no refining
       ws.prev.assign(w, w + size);
-      klu_solve_cols(p, f, transpose, cols, ws.r.data(), c, op);
+      solve_cols(p, f, transpose, cols, ws.r.data(), op);
       for (int64_t i = 0; i < size; ++i) w[i] += ws.r[i];
       const double next = residual(p, f, transpose, cols, ws.b0.data(), w, ws.r.data());
       if (!(next < berr)) {  // no progress (or NaN): keep the previous iterate
@@ -248,7 +207,7 @@ void solve_checked(Pattern& p, Fact& f, bool transpose, int64_t cols, S* w, Comm
     if (berr <= target || f.fresh) return;
     CheckStats::instance().refactor_fallbacks += 1;
     // A reused pivot order missed the target: fresh pivots, then solve again.
-    if (!factor_fresh<S>(p, f, c, f.opts, op)) {
+    if (!factor_fresh<S>(p, f, f.opts, op)) {
       f.ok = false;
       std::fill(w, w + size, nan_value<S>());
       return;
@@ -315,7 +274,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
                  const BatchShape& s, bool transpose, bool retain, const Options& o,
                  const char* op) {
   using S = compute_t<In>;
-  constexpr bool cplx = KluTraits<S>::is_complex;
+  constexpr bool cplx = is_complex_v<S>;
   if (s.l == 0 || s.n == 0 || s.nrhs == 0) return;
   Cache& cache = Cache::instance();
   const int64_t nnz = p.nnz;
@@ -335,6 +294,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
       set = std::make_unique<NumericSet>();
       set->members.resize(s.la);
     }
+    set->keyed = true;
     set->is_complex = cplx;
     set->elem_size = sizeof(In);
     set->opts = o;
@@ -344,7 +304,6 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
 
   const double ns_per_member = (hit ? 0.0 : 40.0 * p.nnz_csc()) + 8.0 * p.nnz_csc() * cols;
   parallel_chunks(ex, s.la, max_chunks_for(ns_per_member, s.la), [&](int64_t lo, int64_t hi) {
-    Common c = make_common(o);
     SolveWork<S> ws;
     std::vector<S> scratch = rhs.scratch();
     Fact chain = keep ? Fact{} : cache.take_spare(p, cplx);
@@ -354,9 +313,9 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
       Fact& f = keep ? set->members[m] : chain;
       if (!hit) {
         load_values(p, ax + m * nnz, f);
-        factorize<S>(p, f, c, o, op);
+        factorize<S>(p, f, o, op);
       }
-      solve_checked(p, f, transpose, cols, w, c, o, ws, op);
+      solve_checked(p, f, transpose, cols, w, o, ws, op);
       rhs.store(m, w);
     }
     if (!keep) cache.note_member_bytes(p, chain.total_bytes());
@@ -364,8 +323,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
   });
 
   if (keep) {
-    set->bytes = sizeof(NumericSet) + set->key.capacity();
-    for (auto& f : set->members) set->bytes += f.total_bytes();
+    set->count_bytes();
     cache.note_member_bytes(p, set->bytes / std::max<int64_t>(1, s.la));
     cache.put_set(p, std::move(set));
   }

@@ -187,7 +187,7 @@ ffi::Error RefactorImpl(ffi::Buffer<ffi::S32, 1> ai,
     if (la != ln && la != 1)
       shape_error(op, "Ax has " + std::to_string(la) + " batch members but numeric has " +
                           std::to_string(ln) + " handles");
-    NumericObjs objs = lookup_numerics(num.typed_data(), ln, *p, KluTraits<S>::is_complex, op);
+    NumericObjs objs = lookup_numerics(num.typed_data(), ln, *p, is_complex_v<S>, op);
     if (p->n > 0) factor_into(&WorkerPool::instance(), ax.typed_data(), la, objs, o, op);
     // The same ids, as a new value: later uses consume it, which orders them after this.
     std::copy(num.typed_data(), num.typed_data() + ln, out->typed_data());
@@ -226,7 +226,7 @@ ffi::Error SolveWithNumericImpl(ffi::Buffer<ffi::U64> num,
       shape_error(op, "b has n_col=" + std::to_string(s.n) + " but the symbolic handle is for "
                       "n_col=" + std::to_string(p->n));
     NumericObjs objs =
-        lookup_numerics(num.typed_data(), s.la, *p, KluTraits<S>::is_complex, op);
+        lookup_numerics(num.typed_data(), s.la, *p, is_complex_v<S>, op);
     solve_with_numerics(&WorkerPool::instance(), objs, b.typed_data(), x->typed_data(), s,
                         transpose, o, op);
   });

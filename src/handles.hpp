@@ -10,6 +10,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cache.hpp"
 #include "pattern.hpp"
 
 namespace klujax {

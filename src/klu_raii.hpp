@@ -1,23 +1,16 @@
-// Owning wrappers for KLU objects and the exception types used inside the native code.
-// Exceptions never cross the FFI boundary: handlers.cpp turns them into ffi::Error.
+// Owning wrappers for KLU objects, and KLU status checks. Only the KLU backend
+// (solver_klu.*) and klujax.lu's extraction include this.
 #pragma once
 
 #include <klu.h>
 
 #include <memory>
-#include <stdexcept>
 #include <string>
 
-namespace klujax {
+#include "errors.hpp"
+#include "options.hpp"
 
-// Bad user input (shape, index, handle): ffi::Error::InvalidArgument.
-struct InvalidArgument : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-// KLU or system failure (out of memory, integer overflow): ffi::Error::Internal.
-struct InternalError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+namespace klujax {
 
 struct Common {
   klu_common c;
@@ -57,6 +50,16 @@ inline void check_klu_status(const klu_common& c, const char* what) {
       throw InternalError(std::string(what) + ": KLU failed with status " +
                           std::to_string(c.status));
   }
+}
+
+// A klu_common set up for these options.
+inline Common make_common(const Options& o) {
+  Common c;
+  c.c.tol = o.tol;
+  c.c.ordering = o.ordering;
+  c.c.scale = o.scale;
+  c.c.btf = o.btf ? 1 : 0;
+  return c;
 }
 
 }  // namespace klujax

@@ -1,14 +1,12 @@
 // KluTraits<S>: the one place where the scalar type S picks the klu_* or klu_z_* entry
-// point. Everything above this header is written once for both scalars.
+// point. Only the KLU backend and klujax.lu include it.
 #pragma once
 
 #include <klu.h>
 
-#include <complex>
+#include "solver.hpp"
 
 namespace klujax {
-
-using cplx = std::complex<double>;
 
 template <class S>
 struct KluTraits;
@@ -68,17 +66,5 @@ struct KluTraits<cplx> {
     return klu_z_condest(ap, raw(ax), s, n, c);
   }
 };
-
-// Storage type of a buffer -> the double-precision type KLU computes in.
-template <class T>
-struct ComputeType {
-  using type = double;
-};
-template <class R>
-struct ComputeType<std::complex<R>> {
-  using type = cplx;
-};
-template <class T>
-using compute_t = typename ComputeType<T>::type;
 
 }  // namespace klujax

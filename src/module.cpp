@@ -4,6 +4,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <dlfcn.h>
+
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -108,6 +110,35 @@ PYBIND11_MODULE(_klujax, m) {
   // every handler reports to XLA at registration; XLA accepts it if it is not newer than
   // its own (same major, minor <= the runtime's).
   m.def("ffi_api_version", [] { return py::make_tuple(XLA_FFI_API_MAJOR, XLA_FFI_API_MINOR); });
+  // The solver backends this build has ("klu" always; "umfpack" when built with it).
+  m.def("methods", [] {
+    std::vector<std::string> out{"klu"};
+    if (klujax::have_umfpack()) out.push_back("umfpack");
+    return out;
+  });
+  // How a pattern is served: the backend "auto" resolves to and KLU's fill estimates.
+  m.def("analysis_info", [](Ints ai, Ints aj, int64_t n, Opts opts) {
+    if (ai.size() != aj.size()) throw klujax::InvalidArgument("analysis_info: Ai and Aj differ in length");
+    if (n < 0 || n > INT32_MAX) throw klujax::InvalidArgument("analysis_info: n_col must be in [0, 2^31)");
+    const klujax::Options o = klujax::Options::decode(opts.data(), opts.size(), "analysis_info");
+    auto p = klujax::Cache::instance().pattern(ai.data(), aj.data(), ai.size(),
+                                               static_cast<int32_t>(n), o, "analysis_info");
+    py::dict d;
+    d["method"] = p->method == klujax::Method::kUmfpack ? "umfpack" : "klu";
+    klujax::FillEstimate e;
+    if (p->klu) e = klujax::fill_estimate(*p->klu);
+    d["flops"] = e.flops;
+    d["lu_nnz"] = e.lu_nnz;
+    d["nnz"] = p->nnz_csc();
+    return d;
+  });
+  // The shared library that provides dgemm_ to this process (UMFPACK's BLAS), or "".
+  m.def("blas_library", [] {
+    Dl_info info;
+    void* sym = dlsym(RTLD_DEFAULT, "dgemm_");
+    if (sym && dladdr(sym, &info) && info.dli_fname) return std::string(info.dli_fname);
+    return std::string();
+  });
   m.attr("klu_version") = py::str(std::to_string(KLU_MAIN_VERSION) + "." +
                                   std::to_string(KLU_SUB_VERSION) + "." +
                                   std::to_string(KLU_SUBSUB_VERSION));

@@ -3,15 +3,17 @@
 // klujax/_options.py (KLUOptions.as_attribute).
 #pragma once
 
-#include <klu.h>
-
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "klu_raii.hpp"
+#include "errors.hpp"
 
 namespace klujax {
+
+// The backend: kAuto is resolved per pattern (solver.hpp: resolve_method).
+enum class Method : int { kAuto = 0, kKlu = 1, kUmfpack = 2 };
 
 struct Options {
   // KLU's own controls.
@@ -27,12 +29,15 @@ struct Options {
   bool check = true;
   int refine = 3;
   double target = 1e-14;
+  Method method = Method::kAuto;
 
-  static constexpr int kFields = 7;
+  static constexpr size_t kFields = 8;
 
-  // From the attribute [tol, ordering, scale, btf, check, refine, target].
+  // From the attribute [tol, ordering, scale, btf, check, refine, target, method]. The
+  // 7-field form (no method) is what klujax 0.6.0 serialized into exported computations:
+  // it means KLU, as it did then.
   static Options decode(const double* v, size_t size, const char* op) {
-    if (size != kFields)
+    if (size != kFields && size != kFields - 1)
       throw InvalidArgument(std::string(op) + ": options attribute has " + std::to_string(size) +
                             " fields, expected " + std::to_string(kFields) +
                             " (klujax Python and native parts out of sync)");
@@ -44,7 +49,9 @@ struct Options {
     o.check = v[4] != 0;
     o.refine = static_cast<int>(v[5]);
     o.target = v[6];
-    if (!(o.tol > 0 && o.tol <= 1) || o.ordering < 0 || o.ordering > 2 || o.scale < 0 ||
+    const double m = size == kFields ? v[7] : 1.0;
+    o.method = static_cast<Method>(static_cast<int>(m));
+    if (!(m == 0 || m == 1 || m == 2) || !(o.tol > 0 && o.tol <= 1) || o.ordering < 0 || o.ordering > 2 || o.scale < 0 ||
         o.scale > 2 || o.refine < 0 || !(o.target >= 0))
       throw InvalidArgument(std::string(op) + ": invalid options");
     return o;
@@ -57,18 +64,8 @@ struct Options {
     return tol == other.tol && scale == other.scale;
   }
   bool same_analysis(const Options& other) const {
-    return ordering == other.ordering && btf == other.btf;
+    return ordering == other.ordering && btf == other.btf && method == other.method;
   }
 };
-
-// A klu_common set up for these options.
-inline Common make_common(const Options& o) {
-  Common c;
-  c.c.tol = o.tol;
-  c.c.ordering = o.ordering;
-  c.c.scale = o.scale;
-  c.c.btf = o.btf ? 1 : 0;
-  return c;
-}
 
 }  // namespace klujax

@@ -57,13 +57,12 @@ void factor_into(Executor* ex, const In* ax, int64_t la, const NumericObjs& objs
   if (count == 0) return;
   const double nnz = static_cast<double>(objs[0]->pattern->nnz_csc());
   parallel_chunks(ex, count, max_chunks_for(40.0 * nnz, count), [&](int64_t lo, int64_t hi) {
-    Common c = make_common(o);
     for (int64_t m = lo; m < hi; ++m) {
       NumericObj& obj = *objs[m];
       Pattern& p = *obj.pattern;
       std::lock_guard<std::mutex> lock(obj.mu);
       load_values(p, ax + (la == 1 ? 0 : m) * p.nnz, obj.fact);
-      factorize<S>(p, obj.fact, c, o, op);
+      factorize<S>(p, obj.fact, o, op);
     }
   });
 }
@@ -75,7 +74,7 @@ NumericObjs factor_new(Executor* ex, const std::shared_ptr<Pattern>& p, const In
   for (auto& obj : objs) {
     obj = std::make_shared<NumericObj>();
     obj->pattern = p;
-    obj->is_complex = KluTraits<compute_t<In>>::is_complex;
+    obj->is_complex = is_complex_v<compute_t<In>>;
   }
   if (p->n > 0) factor_into(ex, ax, la, objs, o, op);
   return objs;
@@ -100,8 +99,7 @@ void solve_with_numerics(Executor* ex, const NumericObjs& objs, const In* b, In*
                       S* w = rhs.load(m, scratch);
                       {
                         std::lock_guard<std::mutex> lock(obj.mu);
-                        Common c = make_common(obj.fact.opts);
-                        solve_checked(*obj.pattern, obj.fact, transpose, rhs.cols(), w, c, o, ws, op);
+                        solve_checked(*obj.pattern, obj.fact, transpose, rhs.cols(), w, o, ws, op);
                       }
                       rhs.store(m, w);
                     }

@@ -1,0 +1,282 @@
+// The UMFPACK backend (SuiteSparse UMFPACK: COLAMD/AMD column pre-ordering, multifrontal
+// LU whose dense frontal matrices run on BLAS-3). It pays off on fill-heavy matrices
+// (large fronts) when the BLAS is an optimized one; KLU stays better on circuit matrices.
+// UMFPACK has no pivot-order reuse: every factorization pivots afresh (refactor -> false).
+//
+// Licence: UMFPACK is GPL-2.0-or-later, KLU LGPL-2.1-or-later. This file is compiled only
+// when the build finds UMFPACK and KLUJAX_UMFPACK is on (CMakeLists.txt); the binary
+// wheels are built without it (docs/solvers.md).
+#include <umfpack.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "csc.hpp"
+#include "solver.hpp"
+
+namespace klujax {
+namespace {
+
+// The di (real) and zi (complex, interleaved: the z arrays are NULL) entry points.
+template <class S>
+struct Umf;
+
+template <>
+struct Umf<double> {
+  static constexpr bool is_complex = false;
+  static double* raw(double* p) { return p; }
+  static const double* raw(const double* p) { return p; }
+  static int symbolic(int n, const int* ap, const int* ai, void** sym, const double* ctl,
+                      double* info) {
+    return umfpack_di_symbolic(n, n, ap, ai, nullptr, sym, ctl, info);
+  }
+  static int numeric(const int* ap, const int* ai, const double* ax, void* sym, void** num,
+                     const double* ctl, double* info) {
+    return umfpack_di_numeric(ap, ai, ax, sym, num, ctl, info);
+  }
+  static int wsolve(int sys, const int* ap, const int* ai, const double* ax, double* x,
+                    const double* b, void* num, const double* ctl, double* info, int* wi,
+                    double* w) {
+    return umfpack_di_wsolve(sys, ap, ai, ax, x, b, num, ctl, info, wi, w);
+  }
+  static int determinant(double* m, double* e, void* num) {
+    return umfpack_di_get_determinant(m, e, num, nullptr);
+  }
+  static void defaults(double* ctl) { umfpack_di_defaults(ctl); }
+  static void free_symbolic(void** s) { umfpack_di_free_symbolic(s); }
+  static void free_numeric(void** n) { umfpack_di_free_numeric(n); }
+  static constexpr int kWork = 1;  // W needs kWork * n doubles without refinement
+};
+
+template <>
+struct Umf<cplx> {
+  static constexpr bool is_complex = true;
+  static double* raw(cplx* p) { return reinterpret_cast<double*>(p); }
+  static const double* raw(const cplx* p) { return reinterpret_cast<const double*>(p); }
+  static int symbolic(int n, const int* ap, const int* ai, void** sym, const double* ctl,
+                      double* info) {
+    return umfpack_zi_symbolic(n, n, ap, ai, nullptr, nullptr, sym, ctl, info);
+  }
+  static int numeric(const int* ap, const int* ai, const double* ax, void* sym, void** num,
+                     const double* ctl, double* info) {
+    return umfpack_zi_numeric(ap, ai, ax, nullptr, sym, num, ctl, info);
+  }
+  static int wsolve(int sys, const int* ap, const int* ai, const double* ax, double* x,
+                    const double* b, void* num, const double* ctl, double* info, int* wi,
+                    double* w) {
+    return umfpack_zi_wsolve(sys, ap, ai, ax, nullptr, x, nullptr, b, nullptr, num, ctl, info,
+                             wi, w);
+  }
+  static int determinant(double* m, double* e, void* num) {
+    double mz = 0;
+    const int st = umfpack_zi_get_determinant(m, &mz, e, num, nullptr);
+    m[1] = mz;
+    return st;
+  }
+  static void defaults(double* ctl) { umfpack_zi_defaults(ctl); }
+  static void free_symbolic(void** s) { umfpack_zi_free_symbolic(s); }
+  static void free_numeric(void** n) { umfpack_zi_free_numeric(n); }
+  static constexpr int kWork = 4;
+};
+
+void check_status(int status, const char* op, const char* what) {
+  if (status == UMFPACK_OK || status == UMFPACK_WARNING_singular_matrix) return;
+  if (status == UMFPACK_ERROR_out_of_memory)
+    throw InternalError(std::string(op) + ": UMFPACK ran out of memory in " + what);
+  throw InternalError(std::string(op) + ": UMFPACK " + what + " failed with status " +
+                      std::to_string(status));
+}
+
+// Control settings from the options: klujax refines above the seam, so UMFPACK's own
+// iterative refinement is off. `tol` and `btf` are KLU's: UMFPACK keeps its own pivot
+// tolerances (0.1 unsymmetric, 0.001 symmetric strategy) and singleton removal.
+template <class S>
+void control(const Options& o, double* ctl) {
+  Umf<S>::defaults(ctl);
+  ctl[UMFPACK_PRL] = 0;
+  ctl[UMFPACK_IRSTEP] = 0;
+  ctl[UMFPACK_SCALE] = o.scale;  // 0 none, 1 sum, 2 max: the same codes
+  ctl[UMFPACK_ORDERING] = o.ordering == 2 ? UMFPACK_ORDERING_NONE : UMFPACK_ORDERING_AMD;
+}
+
+// UMFPACK's Symbolic object depends on the scalar type (its size estimates count complex
+// entries twice), so a pattern's analysis holds one per type, each made on first use.
+struct UmfAnalysis final : Analysis {
+  Options opts;
+  mutable std::once_flag once[2];
+  mutable void* symbolic[2] = {nullptr, nullptr};  // [is_complex]
+  ~UmfAnalysis() override {
+    if (symbolic[0]) Umf<double>::free_symbolic(&symbolic[0]);
+    if (symbolic[1]) Umf<cplx>::free_symbolic(&symbolic[1]);
+  }
+};
+
+template <class S>
+void* symbolic_of(const Csc& a, const Analysis& an, const char* op) {
+  const auto& ua = static_cast<const UmfAnalysis&>(an);
+  constexpr int k = Umf<S>::is_complex;
+  std::call_once(ua.once[k], [&] {
+    double ctl[UMFPACK_CONTROL], info[UMFPACK_INFO];
+    control<S>(ua.opts, ctl);
+    void* sym = nullptr;
+    const int st = Umf<S>::symbolic(a.n, a.ap.data(), a.ai.data(), &sym, ctl, info);
+    if (st != UMFPACK_OK || !sym) {
+      if (sym) Umf<S>::free_symbolic(&sym);
+      check_status(st == UMFPACK_OK ? UMFPACK_ERROR_internal_error : st, op, "umfpack_symbolic");
+      throw InternalError(std::string(op) + ": umfpack_symbolic failed");
+    }
+    ua.symbolic[k] = sym;
+  });
+  return ua.symbolic[k];
+}
+
+struct UmfFactors final : Factors {
+  void* numeric = nullptr;
+  bool is_complex = false;
+  double rcond = 0.0;
+  ~UmfFactors() override {
+    if (!numeric) return;
+    if (is_complex) Umf<cplx>::free_numeric(&numeric);
+    else Umf<double>::free_numeric(&numeric);
+  }
+};
+
+template <class S>
+class UmfSolver final : public Solver<S> {
+  using U = Umf<S>;
+
+ public:
+  Method method() const override { return Method::kUmfpack; }
+
+  bool factor(const Csc& a, const Analysis& an, Fact& f, const Options& o,
+              const char* op) const override {
+    double ctl[UMFPACK_CONTROL], info[UMFPACK_INFO];
+    control<S>(o, ctl);
+    void* num = nullptr;
+    const int st = U::numeric(a.ap.data(), a.ai.data(), U::raw(f.values<S>()), symbolic_of<S>(a, an, op),
+                              &num, ctl, info);
+    auto out = std::make_unique<UmfFactors>();
+    out->numeric = num;
+    out->is_complex = U::is_complex;
+    check_status(st, op, "umfpack_numeric");
+    if (st == UMFPACK_WARNING_singular_matrix || !num) return false;  // out frees num
+    out->rcond = info[UMFPACK_RCOND];
+    out->bytes = static_cast<size_t>(info[UMFPACK_NUMERIC_SIZE] * info[UMFPACK_SIZE_OF_UNIT]);
+    f.num = std::move(out);
+    return true;
+  }
+
+  bool refactor(const Csc&, const Analysis&, Fact&, const Options&, const char*) const override {
+    return false;  // no pivot-order reuse in UMFPACK
+  }
+
+  void solve(const Csc& a, const Analysis&, Fact& f, bool transpose, int64_t cols, S* w,
+             const char* op) const override {
+    double ctl[UMFPACK_CONTROL], info[UMFPACK_INFO];
+    U::defaults(ctl);
+    ctl[UMFPACK_PRL] = 0;
+    ctl[UMFPACK_IRSTEP] = 0;
+    const int64_t n = a.n;
+    std::vector<int> wi(n);
+    std::vector<double> wd(U::kWork * n);
+    std::vector<S> b(n);
+    auto& uf = static_cast<UmfFactors&>(*f.num);
+    // UMFPACK_Aat: the array transpose A.' (not the conjugate transpose), as JAX means it.
+    const int sys = transpose ? UMFPACK_Aat : UMFPACK_A;
+    for (int64_t c = 0; c < cols; ++c) {
+      S* x = w + c * n;
+      std::memcpy(b.data(), x, sizeof(S) * n);
+      const int st = U::wsolve(sys, a.ap.data(), a.ai.data(), U::raw(f.values<S>()), U::raw(x),
+                               U::raw(b.data()), uf.numeric, ctl, info, wi.data(), wd.data());
+      check_status(st, op, "umfpack_wsolve");
+    }
+  }
+
+  double rcond(const Csc&, const Analysis&, Fact& f, const char*) const override {
+    return static_cast<UmfFactors&>(*f.num).rcond;
+  }
+
+  // Hager's 1-norm estimate of ||A^-1||_1 (as LAPACK's xLACON, with Higham's alternating
+  // vector as a safeguard), times ||A||_1: a lower bound, usually within a factor 3.
+  double condest(const Csc& a, const Analysis& an, Fact& f, const char* op) const override {
+    const int64_t n = a.n;
+    if (n == 0) return 1.0;
+    std::vector<S> x(n, S(1.0 / n)), z(n);
+    double est = 0.0;
+    int64_t last = -1;
+    for (int iter = 0; iter < 5; ++iter) {
+      solve(a, an, f, false, 1, x.data(), op);  // x <- A^-1 x
+      double norm = 0.0;
+      for (auto& v : x) norm += std::abs(v);
+      if (iter > 0 && norm <= est) break;
+      est = norm;
+      for (int64_t i = 0; i < n; ++i) {  // xi = sign(x); z = A^-H xi = conj(A^-T conj(xi))
+        const double m = std::abs(x[i]);
+        if constexpr (U::is_complex) z[i] = m > 0 ? std::conj(x[i] / m) : S(1);
+        else z[i] = x[i] >= 0 ? 1.0 : -1.0;
+      }
+      solve(a, an, f, true, 1, z.data(), op);
+      int64_t j = 0;
+      for (int64_t i = 1; i < n; ++i)
+        if (std::abs(z[i]) > std::abs(z[j])) j = i;
+      if (j == last) break;
+      last = j;
+      std::fill(x.begin(), x.end(), S(0));
+      x[j] = S(1);
+    }
+    std::vector<S> v(n);
+    for (int64_t i = 0; i < n; ++i)
+      v[i] = S((i % 2 ? -1.0 : 1.0) * (1.0 + static_cast<double>(i) / std::max<int64_t>(1, n - 1)));
+    solve(a, an, f, false, 1, v.data(), op);
+    double alt = 0.0;
+    for (auto& e : v) alt += std::abs(e);
+    est = std::max(est, 2.0 * alt / (3.0 * static_cast<double>(n)));
+    double anorm = 0.0;  // ||A||_1 with true moduli (f.norm_one uses |re|+|im|)
+    const S* v_ = f.values<S>();
+    for (int64_t j = 0; j < n; ++j) {
+      double col = 0.0;
+      for (int32_t q = a.ap[j]; q < a.ap[j + 1]; ++q) col += std::abs(v_[q]);
+      anorm = std::max(anorm, col);
+    }
+    return est * anorm;
+  }
+
+  std::pair<S, double> slogdet(const Csc&, const Analysis&, Fact& f,
+                               const char* op) const override {
+    double m[2] = {0, 0}, e = 0;
+    check_status(U::determinant(m, &e, static_cast<UmfFactors&>(*f.num).numeric), op,
+                 "umfpack_get_determinant");
+    S mant;
+    if constexpr (U::is_complex) mant = S(m[0], m[1]);
+    else mant = S(m[0]);
+    const double am = std::abs(mant);
+    if (am == 0) return {S(0), -HUGE_VAL};
+    return {mant / am, std::log(am) + e * std::log(10.0)};
+  }
+
+};
+
+}  // namespace
+
+std::unique_ptr<Analysis> analyze_umfpack(const Csc& a, const Options& o, const char* op) {
+  auto out = std::make_unique<UmfAnalysis>();
+  out->opts = o;
+  symbolic_of<double>(a, *out, op);  // report a failing analysis where it happens
+  return out;
+}
+
+bool have_umfpack() { return true; }
+
+template <class S>
+const Solver<S>& umfpack_solver() {
+  static const UmfSolver<S> s;
+  return s;
+}
+template const Solver<double>& umfpack_solver<double>();
+template const Solver<cplx>& umfpack_solver<cplx>();
+
+}  // namespace klujax
