@@ -191,9 +191,22 @@ def target(spec: OpSpec, sfx: str) -> str:
     return name
 
 
-def _layouts(spec: OpSpec, n_operands: int | None = None) -> list[Any]:
-    fixed = [RHS_LAYOUT if r == "rhs" else None for r in spec.operands]
-    return fixed + [None] * ((n_operands or len(fixed)) - len(fixed))
+def _rhs_layout(shape: tuple[int, ...]) -> Any:
+    """RHS_LAYOUT for a (l, n_col, n_rhs) array; None (row-major) when n_rhs is 1.
+
+    With one right-hand side the two layouts are the same bytes, but XLA tells them
+    apart and would copy every result (and operand) between them: a row-major
+    (l, n_col, 1) is a free reshape of the (l, n_col) arrays user code passes and gets.
+    """
+    return None if len(shape) != 3 or shape[2] == 1 else RHS_LAYOUT
+
+
+def _layouts(spec: OpSpec, avals_in: Any) -> list[Any]:
+    """Operand layouts: right-hand sides as KLU wants them, everything else default."""
+    return [
+        _rhs_layout(tuple(a.shape)) if i < len(spec.operands) and spec.operands[i] == "rhs" else None
+        for i, a in enumerate(avals_in)
+    ]
 
 
 def _attr(v: Any) -> Any:
@@ -209,11 +222,11 @@ def _attrs(params: dict[str, Any]) -> dict[str, Any]:
 
 def _lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) -> Any:
     out_avals = ctx.avals_out
-    result_layouts = [RHS_LAYOUT if len(a.shape) == 3 else None for a in out_avals]
+    result_layouts = [_rhs_layout(tuple(a.shape)) for a in out_avals]
     attrs = _attrs(params)
     rule = jax.ffi.ffi_lowering(
         target(spec, sfx),
-        operand_layouts=_layouts(spec, len(args)),
+        operand_layouts=_layouts(spec, ctx.avals_in),
         result_layouts=result_layouts,
         has_side_effect=spec.effectful,
     )
@@ -253,8 +266,8 @@ def _host_lowering(ctx: Any, *args: Any, spec: OpSpec, sfx: str, **params: Any) 
     call = jax.ffi.ffi_call(
         name,
         outs[0],
-        input_layouts=[major_to_minor(lay) for lay in _layouts(spec, len(args))],
-        output_layouts=major_to_minor(RHS_LAYOUT if len(outs[0].shape) == 3 else None),
+        input_layouts=[major_to_minor(lay) for lay in _layouts(spec, ctx.avals_in)],
+        output_layouts=major_to_minor(_rhs_layout(tuple(outs[0].shape))),
         has_side_effect=spec.effectful,
     )
     attrs = _attrs(params)
