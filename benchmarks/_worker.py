@@ -13,6 +13,9 @@ one JSON command per line on stdin and answers one JSON line on stdout:
   paths), process CPU time per call, and the residual of the last call when ``check``.
   The number of timed calls fills ``target_s`` (at least ``min_reps``), except that a
   call longer than 5 x ``target_s`` is timed once.
+* ``{"cmd": "libs"}`` -> the shared libraries of interest mapped into this process (BLAS,
+  LAPACK, MKL, OpenMP runtimes, SuiteSparse), read from ``/proc/self/maps``: which BLAS a
+  contender's UMFPACK/CHOLMOD/Pardiso really uses.
 * ``{"cmd": "quit"}``.
 
 ``CASE`` is ``{"sys": ID, "path": PATH, "batch": B}``. Contenders:
@@ -20,6 +23,10 @@ one JSON command per line on stdin and answers one JSON line on stdout:
 * ``ours``: the klujax this interpreter imports (the repository's, editable install).
 * ``klujax05``: klujax 0.5.2 (run under its own venv).
 * ``scipy``: ``scipy.sparse.linalg.splu``.
+* the contenders of the peer table (``peers.py``): ``ours-peer`` (this repository's klujax,
+  ``--method`` picks ``KLUOptions(method=...)`` where that field exists), ``sparsax-klu``,
+  ``sparsax-umf``, ``umfpack-jax``, ``pardiso`` (see ``_peer_contenders.py``; each runs
+  under its own venv).
 
 Timing: ``time.perf_counter`` around each call, which ends with ``block_until_ready``
 on every output (handles included); ``time.process_time`` around the same calls gives
@@ -36,6 +43,7 @@ import gc
 import json
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -395,9 +403,43 @@ def measure(bench: Bench, target_s: float, min_reps: int, max_reps: int, warmup:
             "wall_max": float(walls.max()), "cpu": cpu / reps / bench.per, "resid": resid}
 
 
+LIB_PATTERN = re.compile(r"blas|lapack|mkl|gomp|iomp|omp\.so|tbb|umfpack|cholmod|klu|suitesparse|amd|"
+                         r"gfortran|pardiso", re.I)
+
+
+def mapped_libs() -> list[str]:
+    """The shared objects of interest mapped into this process (from /proc/self/maps)."""
+    seen: dict[str, None] = {}
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 6 and ".so" in parts[5] and LIB_PATTERN.search(os.path.basename(parts[5])):
+                    seen.setdefault(parts[5], None)
+    except OSError as e:
+        return [f"(cannot read /proc/self/maps: {e})"]
+    return list(seen)
+
+
+def make_contender(name: str, method: str | None):
+    if name == "scipy":
+        return ScipyContender(name)
+    if name in ("ours", "klujax05"):
+        return JaxContender(name)
+    # the peer table's contenders; they reuse this module's Bench/Loaded/Unsupported, so make
+    # "import _worker" there resolve to this very module (run as __main__), not a second copy
+    sys.modules.setdefault("_worker", sys.modules[__name__])
+    import _peer_contenders
+
+    return _peer_contenders.make(name, method)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--contender", required=True, choices=["ours", "klujax05", "scipy"])
+    ap.add_argument("--contender", required=True,
+                    choices=["ours", "klujax05", "scipy", "ours-peer", "sparsax-klu", "sparsax-umf",
+                             "umfpack-jax", "pardiso"])
+    ap.add_argument("--method", default=None, help="ours-peer: KLUOptions(method=...) where that field exists")
     opts = ap.parse_args()
     out = sys.stdout
     sys.stdout = sys.stderr  # library prints must not corrupt the protocol
@@ -407,7 +449,7 @@ def main() -> None:
         out.flush()
 
     try:
-        C = ScipyContender(opts.contender) if opts.contender == "scipy" else JaxContender(opts.contender)
+        C = make_contender(opts.contender, opts.method)
     except Exception as e:  # noqa: BLE001
         reply({"ok": False, "error": f"import failed: {e!r}", "trace": traceback.format_exc()})
         return
@@ -428,6 +470,8 @@ def main() -> None:
             if cmd == "hello":
                 reply({"ok": True, "versions": C.versions(), "pid": os.getpid(),
                        "affinity": sorted(os.sched_getaffinity(0))})
+            elif cmd == "libs":
+                reply({"ok": True, "libs": mapped_libs()})
             elif cmd == "load":
                 reply({"ok": True, **C.load(msg["sys"], msg["npz"])})
             elif cmd == "prepare":

@@ -300,6 +300,89 @@ def fmt_r(vals: list[float] | None) -> str:
     return f"**{m:.2f}** [{lo:.2f}–{hi:.2f}]"
 
 
+#== the two phases every harness here shares ==#
+
+def prepare_all(workers: dict[str, Worker], cases: dict[str, list[dict]], tol: float,
+                resid_rows: list, errors: list[str], unsupported: dict[str, list[str]],
+                drop: Any = None) -> None:
+    """Prepare (compile + check) every worker's cases, all workers in parallel (a thread
+    each); sets ``w.cases`` to the prepared, supported cases that ``drop(name, case, reply)``
+    does not reject. Appends ``(name, case key, resid, "prepare")`` to resid_rows."""
+
+    def prep(name: str) -> None:
+        w = workers[name]
+        ok_cases = []
+        for c in cases.get(name, []):
+            try:
+                r = w.prepare(c)
+            except WorkerDied as e:
+                errors.append(f"{name}: {e}")
+                break
+            if not r.get("ok"):
+                errors.append(f"{name} {case_key(c)}: prepare failed: {r.get('error')}")
+                continue
+            if not r.get("supported"):
+                unsupported.setdefault(name, []).append(f"{case_key(c)} ({r.get('why')})")
+                continue
+            resid_rows.append((name, case_key(c), float(r["resid"]), "prepare"))
+            if not float(r["resid"]) <= tol:
+                log(f"WARNING: residual {float(r['resid']):.2e} for {name} {case_key(c)}")
+            if drop is not None and drop(name, c, r):
+                continue
+            ok_cases.append(c)
+        w.cases = ok_cases
+
+    threads = [threading.Thread(target=prep, args=(name,)) for name in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def run_rounds(workers: dict[str, Worker], params: dict, rounds: int, rng: random.Random, tol: float,
+               resid_rows: list, errors: list[str], after_round: Any = None,
+               t_start: float | None = None) -> dict[str, dict[str, list[dict]]]:
+    """``rounds`` interleaved rounds: each shuffles the order of the workers and of each
+    worker's cases, and every worker measures each of its cases once (with a check in the
+    last round). Returns ``{name: {case key: [measurement per round]}}``;
+    ``after_round(rnd, res, alive)`` may prune ``w.cases``."""
+    t_start = time.perf_counter() if t_start is None else t_start
+    res: dict[str, dict[str, list[dict]]] = {name: {} for name in workers}
+    alive = dict(workers)
+    for rnd in range(rounds):
+        order = list(alive)
+        rng.shuffle(order)
+        t0 = time.perf_counter()
+        last = rnd == rounds - 1
+        for name in order:
+            w = alive.get(name)
+            if w is None:
+                continue
+            cs = list(w.cases)
+            rng.shuffle(cs)
+            for c in cs:
+                try:
+                    r = w.measure(c, params, check=last)
+                except WorkerDied as e:
+                    errors.append(f"{name}: {e}")
+                    alive.pop(name, None)
+                    break
+                if not r.get("ok"):
+                    errors.append(f"{name} {case_key(c)} round {rnd}: {r.get('error')}")
+                    continue
+                r["round"] = rnd
+                res[name].setdefault(case_key(c), []).append(r)
+                if last and r.get("resid") is not None:
+                    resid_rows.append((name, case_key(c), float(r["resid"]), "last round"))
+                    if not float(r["resid"]) <= tol:
+                        log(f"WARNING: residual {float(r['resid']):.2e} for {name} {case_key(c)}")
+        if after_round is not None:
+            after_round(rnd, res, alive)
+        log(f"round {rnd + 1}/{rounds}: {time.perf_counter() - t0:.1f} s "
+            f"(order {', '.join(order)}; total {time.perf_counter() - t_start:.0f} s)")
+    return res
+
+
 #== the run ==#
 
 def main() -> None:
@@ -500,90 +583,41 @@ def main() -> None:
     unsupported: dict[str, list[str]] = {}
     too_slow: list[str] = []
 
-    def prep(name: str) -> None:
-        w = workers[name]
-        ok_cases = []
-        for c in cases[name]:
-            try:
-                r = w.prepare(c)
-            except WorkerDied as e:
-                errors.append(f"{name}: {e}")
-                break
-            if not r.get("ok"):
-                errors.append(f"{name} {case_key(c)}: prepare failed: {r.get('error')}")
-                continue
-            if not r.get("supported"):
-                unsupported.setdefault(name, []).append(f"{case_key(c)} ({r.get('why')})")
-                continue
-            resid_rows.append((name, case_key(c), float(r["resid"]), "prepare"))
-            if not float(r["resid"]) <= opts.resid_tol:
-                log(f"WARNING: residual {float(r['resid']):.2e} for {name} {case_key(c)}")
-            # a comparison contender hopelessly over budget (the timing here is rough: every
-            # worker is compiling at once) is dropped now; the rest is judged after round 1
-            if name in DROPPABLE and r.get("t_call", 0.0) > 10 * max_call:
-                too_slow.append(f"{TITLE.get(name, name)} {case_key(c).replace('|', ' ')} "
-                                f"(~{fmt_t(r['t_call'])} per call while compiling)")
-                continue
-            ok_cases.append(c)
-        w.cases = ok_cases
+    def drop_prepared(name: str, c: dict, r: dict) -> bool:
+        # a comparison contender hopelessly over budget (the timing here is rough: every
+        # worker is compiling at once) is dropped now; the rest is judged after round 1
+        if name in DROPPABLE and r.get("t_call", 0.0) > 10 * max_call:
+            too_slow.append(f"{TITLE.get(name, name)} {case_key(c).replace('|', ' ')} "
+                            f"(~{fmt_t(r['t_call'])} per call while compiling)")
+            return True
+        return False
 
-    threads = [threading.Thread(target=prep, args=(name,)) for name in workers]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    prepare_all(workers, cases, opts.resid_tol, resid_rows, errors, unsupported, drop_prepared)
     t_prep = time.perf_counter() - t_start
     log(f"prepared in {t_prep:.0f} s")
 
     #-- interleaved rounds --#
-    res: dict[str, dict[str, list[dict]]] = {name: {} for name in workers}
-    alive = dict(workers)
-    for rnd in range(opts.rounds):
-        order = list(alive)
-        rng.shuffle(order)
-        t0 = time.perf_counter()
-        last = rnd == opts.rounds - 1
-        for name in order:
+    def after_round(rnd: int, res: dict, alive: dict) -> None:
+        if rnd != 0:
+            return
+        # comparison contenders (never ours or raw KLU) whose call exceeds the budget stop here
+        for name in DROPPABLE:
             w = alive.get(name)
             if w is None:
                 continue
-            cs = list(w.cases)
-            rng.shuffle(cs)
-            for c in cs:
-                try:
-                    r = w.measure(c, params, check=last)
-                except WorkerDied as e:
-                    errors.append(f"{name}: {e}")
-                    alive.pop(name, None)
-                    break
-                if not r.get("ok"):
-                    errors.append(f"{name} {case_key(c)} round {rnd}: {r.get('error')}")
-                    continue
-                r["round"] = rnd
-                res[name].setdefault(case_key(c), []).append(r)
-                if last and r.get("resid") is not None:
-                    resid_rows.append((name, case_key(c), float(r["resid"]), "last round"))
-                    if not float(r["resid"]) <= opts.resid_tol:
-                        log(f"WARNING: residual {float(r['resid']):.2e} for {name} {case_key(c)}")
-        if rnd == 0:
-            # comparison contenders (never ours or raw KLU) whose call exceeds the budget stop here
-            for name in DROPPABLE:
-                w = alive.get(name)
-                if w is None:
-                    continue
-                keep = []
-                for c in w.cases:
-                    rs = res[name].get(case_key(c), [])
-                    t_call = rs[0]["wall_med"] * c.get("batch", 1) if rs else 0.0
-                    if t_call > max_call:
-                        too_slow.append(f"{TITLE.get(name, name)} {case_key(c).replace('|', ' ')} "
-                                        f"({fmt_t(t_call)} per call in round 1)")
-                        res[name].pop(case_key(c), None)
-                    else:
-                        keep.append(c)
-                w.cases = keep
-        log(f"round {rnd + 1}/{opts.rounds}: {time.perf_counter() - t0:.1f} s "
-            f"(order {', '.join(order)}; total {time.perf_counter() - t_start:.0f} s)")
+            keep = []
+            for c in w.cases:
+                rs = res[name].get(case_key(c), [])
+                t_call = rs[0]["wall_med"] * c.get("batch", 1) if rs else 0.0
+                if t_call > max_call:
+                    too_slow.append(f"{TITLE.get(name, name)} {case_key(c).replace('|', ' ')} "
+                                    f"({fmt_t(t_call)} per call in round 1)")
+                    res[name].pop(case_key(c), None)
+                else:
+                    keep.append(c)
+            w.cases = keep
+
+    res = run_rounds(workers, params, opts.rounds, rng, opts.resid_tol, resid_rows, errors, after_round, t_start)
     for w in workers.values():
         w.close()
     info["loadavg_end"] = os.getloadavg()

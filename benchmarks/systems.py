@@ -23,6 +23,18 @@ Kinds:
   off-diagonal entries are within 50 rows of the diagonal (circuits are mostly local),
   10 % anywhere.
 
+Fill-heavy kinds (not circuit-like: their LU factors are much denser than the matrix,
+which is where supernodal/multifrontal solvers such as UMFPACK overtake KLU):
+
+* ``unsym``: random unsymmetric, 4 off-diagonal entries per row at uniformly random
+  columns (5 stored entries per row with the diagonal), the diagonal strictly dominant
+  (so the matrix is nonsingular); no locality at all, hence heavy fill.
+* ``fe2d``: a 2D finite-element-like 9-point stencil (every node coupled to its 8
+  neighbours of the ``m x m`` grid, bilinear-element pattern), slightly non-symmetric
+  values plus a diagonal shift; ``n`` rounded to the nearest square.
+* ``fe3d``: the 3D analogue, a 27-point stencil on an ``m x m x m`` grid (trilinear
+  hexahedral elements); ``n`` rounded to the nearest cube.
+
 The module has no dependency beyond NumPy, so both benchmark venvs can import it.
 """
 
@@ -34,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-KINDS = ("ladder", "grid", "random")
+KINDS = ("ladder", "grid", "random")  # the circuit-like kinds (run.py's default)
+FILL_KINDS = ("unsym", "fe2d", "fe3d")  # fill-heavy kinds (peers.py)
 SWEEP = 256
 
 
@@ -167,12 +180,63 @@ def random_dd(n: int, complex_: bool = False, batch: int = 1, seed: int = 0,
     return _finish("random", n, rows, cols, vals, diag, cap, complex_, batch, seed)
 
 
-GENERATORS = {"ladder": rc_ladder, "grid": grid2d, "random": random_dd}
+def random_unsym(n: int, complex_: bool = False, batch: int = 1, seed: int = 0, per_row: int = 4) -> System:
+    rng = np.random.default_rng(seed)
+    rows = np.repeat(np.arange(n), per_row)
+    cols = rng.integers(0, n - 1, rows.shape[0])
+    cols = cols + (cols >= rows)  # never the diagonal
+    vals = rng.standard_normal(rows.shape[0])
+    rsum = np.bincount(rows, np.abs(vals), minlength=n)
+    csum = np.bincount(cols, np.abs(vals), minlength=n)
+    diag = 1.0 + np.maximum(rsum, csum)  # strictly dominant by rows and by columns: nonsingular
+    cap = rng.uniform(0.5, 1.5, n)
+    return _finish("unsym", n, rows, cols, vals, diag, cap, complex_, batch, seed)
+
+
+def _stencil(kind: str, shape: tuple[int, ...], complex_: bool, batch: int, seed: int,
+             shift: float = 0.05) -> System:
+    """Every node coupled to all its neighbours in the 3**d block around it (the pattern
+    of multilinear finite elements); weights 1 for faces, 1/2 for edges, 1/4 for corners,
+    +-10 % asymmetry, diagonal = sum of the couplings + shift."""
+    n = int(np.prod(shape))
+    rng = np.random.default_rng(seed)
+    idx = np.arange(n).reshape(shape)
+    rows, cols, vals = [], [], []
+    for off in np.ndindex(*(3,) * len(shape)):
+        d = np.asarray(off) - 1
+        if not d.any() or tuple(d) < (0,) * len(shape):  # each pair once: the "positive" half
+            continue
+        src = tuple(slice(max(0, -k), s - max(0, k)) for k, s in zip(d, shape))
+        dst = tuple(slice(max(0, k), s - max(0, -k) if k < 0 else s) for k, s in zip(d, shape))
+        a, b_ = idx[src].ravel(), idx[dst].ravel()
+        w = 0.5 ** (int(np.abs(d).sum()) - 1)
+        asym = rng.uniform(-0.1, 0.1, a.shape[0])
+        rows += [a, b_]
+        cols += [b_, a]
+        vals += [-w * (1.0 + asym), -w * (1.0 - asym)]
+    rows, cols, vals = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    diag = np.bincount(rows, -vals, minlength=n) + shift
+    cap = rng.uniform(0.5, 1.5, n)
+    return _finish(kind, n, rows, cols, vals, diag, cap, complex_, batch, seed)
+
+
+def fe2d(n: int, complex_: bool = False, batch: int = 1, seed: int = 0) -> System:
+    m = max(2, int(round(np.sqrt(n))))
+    return _stencil("fe2d", (m, m), complex_, batch, seed)
+
+
+def fe3d(n: int, complex_: bool = False, batch: int = 1, seed: int = 0) -> System:
+    m = max(2, int(round(n ** (1.0 / 3.0))))
+    return _stencil("fe3d", (m, m, m), complex_, batch, seed)
+
+
+GENERATORS = {"ladder": rc_ladder, "grid": grid2d, "random": random_dd,
+              "unsym": random_unsym, "fe2d": fe2d, "fe3d": fe3d}
 
 
 def make_system(kind: str, n: int, complex_: bool = False, batch: int = 1, seed: int = 0) -> System:
     if kind not in GENERATORS:
-        raise ValueError(f"unknown system kind {kind!r}; expected one of {KINDS}")
+        raise ValueError(f"unknown system kind {kind!r}; expected one of {tuple(GENERATORS)}")
     return GENERATORS[kind](n, complex_=complex_, batch=batch, seed=seed)
 
 
@@ -226,7 +290,8 @@ def rel_residual(Ai, Aj, Ax, x, b, n: int, transpose: bool = False) -> float:
 
 
 if __name__ == "__main__":  # a quick look at the generated systems
-    for kind in KINDS:
-        for n in (100, 1000, 10000):
+    for kind, sizes in [(k, (100, 1000, 10000)) for k in KINDS] + [("unsym", (1000,)), ("fe2d", (3600,)),
+                                                                     ("fe3d", (2744,))]:
+        for n in sizes:
             s = make_system(kind, n, complex_=False, batch=2)
             print(f"{s.name:22s} nnz={s.nnz:7d} nnz/col={s.nnz / s.n:5.2f}")
