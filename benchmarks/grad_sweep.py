@@ -1,13 +1,15 @@
 """Gradients of batched complex sweeps: grad/forward, and where the gradient's time goes.
 
     .venv/bin/python benchmarks/grad_sweep.py [--rounds 11] [--reps 7] [--threads 1,default]
-                                              [--breakdown] [--cases demo,sweep1000]
+                                              [--breakdown] [--cases demo,grid64,sweep1000]
 
 Cases (300-node RC ladders, complex frequency sweeps, one batched ``klujax.solve``):
 
 * ``demo``: exactly ``python -m klujax``'s step 2: the ladder of ``klujax.__main__``,
   64 frequencies, a shared ``b``, loss = far-end power summed over the sweep, gradient
   w.r.t. the real conductances ``G`` (``Ax = G + i w C``).
+* ``grid64``: a complex 32x32 grid (``systems.grid2d``), 64 members, gradient w.r.t.
+  ``Ax``: a sweep where the factorization, not the triangular solves, dominates.
 * ``sweep1000``: ``benchmarks/systems.py``'s complex ladder with 1,000 members and a
   batched ``b``, the same loss; gradients w.r.t. ``Ax`` and w.r.t. ``(Ax, b)``.
 
@@ -84,6 +86,20 @@ def _cases(names: list[str], breakdown: bool) -> dict:
             "grad_G": (grad, lambda: (Gj * scale(),)),
         }
         out["demo"] = (v, lambda: grad(Gj * scale()))
+
+    if "grid64" in names:  # where factorization dominates: a 32x32 grid, 64 members
+        s = systems.grid2d(1024, complex_=True, batch=64)
+        gAi, gAj = s.Ai, s.Aj
+        gAx0, gb0 = jnp.asarray(s.Ax), jnp.asarray(s.b)
+
+        def loss_grid(Ax, b):
+            return far_end(klujax.solve(gAi, gAj, Ax, b))
+
+        gfresh = jax.jit(lambda Ax, b, k: (Ax * k, b * k))
+        gargs = lambda: gfresh(gAx0, gb0, scale())  # noqa: E731
+        ggrad = jax.jit(jax.grad(loss_grid))
+        v = {"fwd": (jax.jit(loss_grid), gargs), "grad_Ax": (ggrad, gargs)}
+        out["grid64"] = (v, lambda: ggrad(*gargs()))
 
     if "sweep1000" in names:
         s = systems.rc_ladder(300, complex_=True, batch=1000)

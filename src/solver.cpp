@@ -48,8 +48,8 @@ template const Solver<cplx>& solver<cplx>(Method, const char*);
 // factorization wins where the LU factors are dense enough for BLAS-3 to matter: many
 // flops per factor entry (large fronts) and enough flops overall to amortize its higher
 // fixed cost. Calibrated with benchmarks/methods.py (docs/solvers.md has the figures).
-constexpr double kAutoMinFlops = 2e6;
-constexpr double kAutoMinFlopsPerEntry = 40;
+constexpr double kAutoMinFlops = 1e7;
+constexpr double kAutoMinFlopsPerEntry = 100;
 
 Method resolve_method(const Options& o, const Csc& a, const Analysis* klu_analysis) {
   if (o.method != Method::kAuto) return o.method;
