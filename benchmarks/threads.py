@@ -7,6 +7,9 @@ K klujax batched solves run concurrently, in two ways:
 
 * ``threads K`` (K = 1, 2, 4): K Python threads, each calling a jitted batched solve in a
   loop (JAX releases the GIL while the computation runs), in a 1-device process;
+* ``single 1``: one thread, every call timed on its own; the median per call is the
+  latency of one call (robust to preemption on a loaded machine), to check that the cap
+  costs a single call nothing;
 * ``pmap 4`` and ``shard 4``: one call over 4 host devices
   (``--xla_force_host_platform_device_count=4``, a process of its own), by ``jax.pmap``
   and by ``jax.jit`` of a batch sharded over a 4-device mesh; XLA runs the 4 per-device
@@ -44,7 +47,7 @@ ROOT = HERE.parent
 
 # name -> (kind, n, members per call)
 WORKLOADS = {"ladder-1000 B=64": ("ladder", 1000, 64), "ladder-100 B=1": ("ladder", 100, 1)}
-CONFIGS_1DEV = ("threads 1", "threads 2", "threads 4")
+CONFIGS_1DEV = ("threads 1", "threads 2", "threads 4", "single 1")
 CONFIGS_4DEV = ("pmap 4", "shard 4")
 
 
@@ -116,7 +119,7 @@ def worker(devices: int) -> None:
         f = jax.jit(solve)
         Ax, b = np.asarray(s.Ax), np.asarray(s.b)
         for cfg in configs:
-            if cfg.startswith("threads"):
+            if cfg.startswith(("threads", "single")):
                 fn, args = f, (Ax, b)
             elif cfg.startswith("pmap"):
                 fn = jax.pmap(solve, in_axes=(0, 0, None))
@@ -144,10 +147,21 @@ def worker(devices: int) -> None:
     def measure(wname: str, cfg: str, members: int) -> dict:
         fn, args, B = cases[(wname, cfg)]
         k = int(cfg.split()[1])
-        per_call = B * (k if not cfg.startswith("threads") else 1)
+        per_call = B * (k if cfg.startswith(("pmap", "shard")) else 1)
         calls = max(1, members // per_call)
         jax.block_until_ready(fn(*args, scale()))  # warm-up
-        if cfg.startswith("threads"):
+        call_med = None
+        if cfg.startswith("single"):  # one call at a time, each timed: the latency of one call
+            times = []
+            with Sampler() as smp:
+                c0 = time.process_time()
+                for _ in range(calls):
+                    t0 = time.perf_counter()
+                    jax.block_until_ready(fn(*args, scale()))
+                    times.append(time.perf_counter() - t0)
+                cpu = time.process_time() - c0
+            wall, call_med, done = sum(times), statistics.median(times), calls * B
+        elif cfg.startswith("threads"):
             per_thread = max(1, calls // k)
             barrier = threading.Barrier(k + 1)
             errors: list[BaseException] = []
@@ -185,7 +199,7 @@ def worker(devices: int) -> None:
             done = calls * per_call
         st = stats() if stats else {}
         smp_ = smp.samples or [0]
-        return {"wall": wall, "cpu": cpu, "members": done, "thr": done / wall,
+        return {"wall": wall, "cpu": cpu, "members": done, "thr": done / wall, "call_med": call_med,
                 "run_peak": max(smp_), "run_mean": statistics.fmean(smp_), "samples": len(smp_),
                 "busy_peak": st.get("peak"), "cap": st.get("cap"),
                 "declined": st.get("helpers_declined"), "backed_off": st.get("helpers_backed_off")}
@@ -262,7 +276,7 @@ def report(builds: list[str], rounds: list[dict], hello: dict) -> str:
         for cfg in CONFIGS_1DEV + CONFIGS_4DEV:
             for build in builds:
                 k = f"{build}|{wname}|{cfg}"
-                if k not in keys:
+                if k not in keys or cfg.startswith("single"):
                     continue
                 rs = [r[k] for r in rounds]
                 busy = [r["busy_peak"] for r in rs if r["busy_peak"] is not None]
@@ -271,6 +285,18 @@ def report(builds: list[str], rounds: list[dict], hello: dict) -> str:
                            f"{fq([r['cpu'] / r['wall'] for r in rs], '{:.2f}')} | "
                            f"{fq([r['thr'] / 1e3 for r in rs])} | {fq([r['run_peak'] for r in rs], '{:.0f}')} | "
                            f"{fq([r['run_mean'] for r in rs], '{:.2f}')} | {busy_s} |")
+    out.append("\n### One call at a time: median of per-call times (robust to preemption)\n")
+    out.append("| workload | " + " | ".join(f"{b} (µs per call)" for b in builds)
+               + (f" | paired ratio {builds[0]} / {builds[1]} |" if len(builds) == 2 else " |"))
+    out.append("|---|" + "---|" * (len(builds) + (len(builds) == 2)))
+    for wname in WORKLOADS:
+        ks = [f"{b}|{wname}|single 1" for b in builds]
+        if not all(k in keys for k in ks):
+            continue
+        cells = [fq([r[k]["call_med"] * 1e6 for r in rounds]) for k in ks]
+        if len(builds) == 2:
+            cells.append(fq([r[ks[0]]["call_med"] / r[ks[1]]["call_med"] for r in rounds], "{:.3f}"))
+        out.append(f"| {wname} | " + " | ".join(cells) + " |")
     if len(builds) == 2:
         a, b = builds
         out.append(f"\n### Paired ratios {a} / {b} (per round; < 1: {a} is faster / uses less)\n")
@@ -279,7 +305,7 @@ def report(builds: list[str], rounds: list[dict], hello: dict) -> str:
         for wname in WORKLOADS:
             for cfg in CONFIGS_1DEV + CONFIGS_4DEV:
                 ka, kb = f"{a}|{wname}|{cfg}", f"{b}|{wname}|{cfg}"
-                if ka not in keys or kb not in keys:
+                if ka not in keys or kb not in keys or cfg.startswith("single"):
                     continue
                 ratio = {m: [r[ka][m] / r[kb][m] for r in rounds if r[kb][m]] for m in ("wall", "cpu", "run_mean")}
                 out.append(f"| {wname} | {cfg} | {fq(ratio['wall'], '{:.3f}')} | {fq(ratio['cpu'], '{:.3f}')} | "

@@ -162,6 +162,17 @@ inline void parallel_chunks(Executor* ex, int64_t n, int64_t max_chunks,
       slots.helpers_declined.fetch_add(chunks - 1 - helpers, std::memory_order_relaxed);
     chunks = helpers + 1;
   }
+  // Reserved slots not (yet) owned by a scheduled helper: given back on any exit,
+  // including an exception (out of memory) before or while scheduling.
+  struct Unowned {
+    detail::ThreadSlots& s;
+    int64_t left;
+    void release() {
+      if (left > 0) s.busy.fetch_sub(left, std::memory_order_acq_rel);
+      left = 0;
+    }
+    ~Unowned() { release(); }
+  } unowned{slots, helpers};
   if (chunks <= 1) {
     fn(0, n);
     return;
@@ -179,11 +190,10 @@ inline void parallel_chunks(Executor* ex, int64_t n, int64_t max_chunks,
     HelperSlot(const HelperSlot&) = delete;
     ~HelperSlot() { s->busy.fetch_sub(1, std::memory_order_acq_rel); }
   };
-  int64_t adopted = 0;  // reserved slots owned by a HelperSlot (released by its destructor)
   try {
     for (int64_t h = 0; h < helpers; ++h) {
       auto slot = std::make_shared<HelperSlot>(&slots);
-      ++adopted;
+      --unowned.left;  // now owned by `slot`
       ex->schedule([state, slot, cap] {
         detail::ThreadSlots& s = *slot->s;
         if (s.busy.load(std::memory_order_acquire) > cap) {  // callers arrived meanwhile
@@ -195,9 +205,9 @@ inline void parallel_chunks(Executor* ex, int64_t n, int64_t max_chunks,
       });
     }
   } catch (...) {
-    // scheduling failed (out of memory): release the slots no helper owns and run what
-    // is left here
-    slots.busy.fetch_sub(helpers - adopted, std::memory_order_acq_rel);
+    // scheduling failed (out of memory): give the unowned slots back now and run what
+    // is left of the batch here
+    unowned.release();
   }
   state->run();
   std::unique_lock<std::mutex> lock(state->mu);

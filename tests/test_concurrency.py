@@ -291,6 +291,17 @@ def _thread_stats() -> dict:
     return _klujax.thread_stats()
 
 
+def _idle_stats(timeout: float = 10.0) -> dict:
+    """thread_stats() once every slot is back: a helper's slot is released when its task
+    has run, which may be just after the call that scheduled it returned."""
+    deadline = time.monotonic() + timeout
+    st = _thread_stats()
+    while st["busy"] and time.monotonic() < deadline:
+        time.sleep(0.001)
+        st = _thread_stats()
+    return st
+
+
 def _big_batch(n: int, L: int, seed: int, dtype=np.float64):
     """A banded, diagonally dominant batch large enough that one call is split into
     chunks over the worker pool (several ms of work)."""
@@ -321,11 +332,12 @@ def test_thread_cap_single_call_uses_the_pool():
     n, L = 400, 48
     Ai, Aj, Ax, b = _big_batch(n, L, seed=1)
     ref = _dense_ref(Ai, Aj, Ax, b, n)
+    _idle_stats()
     _klujax.reset_thread_stats()
     for k in range(4):
         _close(klujax.solve(Ai, Aj, Ax * (1 + k), b), ref / (1 + k), f"call {k}")
-    st = _thread_stats()
-    assert st["busy"] == 0, st
+    st = _idle_stats()
+    assert st["busy"] == 0, st  # no slot leaked
     assert 1 <= st["peak"] <= st["cap"], st
     if st["cap"] > 1:
         assert st["helpers_run"] > 0, st
@@ -342,6 +354,7 @@ def test_thread_cap_no_helper_without_a_free_slot():
     ref = _dense_ref(Ai, Aj, Ax, b, n)
     cap = _thread_stats()["cap"]
     for held in (cap - 1, cap, cap + 2):
+        _idle_stats()  # no helper of an earlier call still holds a slot
         _klujax._add_busy_for_tests(held)
         try:
             _klujax.reset_thread_stats()
@@ -349,11 +362,12 @@ def test_thread_cap_no_helper_without_a_free_slot():
             st = _thread_stats()
         finally:
             _klujax._add_busy_for_tests(-held)
+        _idle_stats()
         assert st["helpers_run"] == 0, (held, st)
         assert st["peak"] == held + 1, (held, st)  # the caller itself, never a helper
         if cap > 1:
             assert st["helpers_declined"] > 0, (held, st)
-    assert _thread_stats()["busy"] == 0
+    assert _idle_stats()["busy"] == 0
 
 
 def test_thread_cap_concurrent_batched_solves():
@@ -380,8 +394,8 @@ def test_thread_cap_concurrent_batched_solves():
             _close(fn(Ai, Aj, Ax * s, b), refs[t] / s, f"thread {t} iter {k}")
 
     _run_threads(work, n_threads=k_threads)
-    st = _thread_stats()
-    assert st["busy"] == 0, st
+    st = _idle_stats()
+    assert st["busy"] == 0, st  # no slot leaked
     assert st["peak_callers"] <= k_threads, st
     # helpers never exceed cap - 1 and are only admitted below the cap
     assert st["peak"] <= max(cap, st["peak_callers"]) + cap - 1, st
@@ -403,4 +417,4 @@ def test_thread_cap_concurrent_split_api():
                     _close(klujax.solve_with_numeric(num, b, sym), ref / s, f"thread {t} iter {k}")
 
         _run_threads(work, n_threads=4)
-    assert _thread_stats()["busy"] == 0
+    assert _idle_stats()["busy"] == 0
