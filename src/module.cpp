@@ -13,6 +13,7 @@
 #include "diagnostics.hpp"
 #include "handlers.hpp"
 #include "handles.hpp"
+#include "parallel.hpp"
 #include "pattern.hpp"
 #include "xla/ffi/api/c_api.h"
 
@@ -84,6 +85,28 @@ PYBIND11_MODULE(_klujax, m) {
     d["refine_steps"] = i.refine_steps;
     d["refactor_fallbacks"] = i.refactor_fallbacks;
     return d;
+  });
+  // Threads doing klujax work inside parallel_chunks (callers + pool helpers): the cap
+  // (core count or KLUJAX_NUM_THREADS), the count now, and peaks/counters since the last
+  // reset_thread_stats(). For tests and benchmarks.
+  m.def("thread_stats", [] {
+    auto t = klujax::thread_stats();
+    py::dict d;
+    d["cap"] = t.cap;
+    d["busy"] = t.busy;
+    d["peak"] = t.peak;
+    d["peak_callers"] = t.peak_callers;
+    d["calls"] = t.callers_total;
+    d["helpers_run"] = t.helpers_run;
+    d["helpers_declined"] = t.helpers_declined;
+    d["helpers_backed_off"] = t.helpers_backed_off;
+    return d;
+  });
+  m.def("reset_thread_stats", [] { klujax::reset_thread_stats(); });
+  // Tests only: counts `delta` more (or, negative, fewer) busy threads, as if that many
+  // callers were inside klujax, so that the slot admission is testable deterministically.
+  m.def("_add_busy_for_tests", [](int64_t delta) {
+    klujax::detail::thread_slots().busy.fetch_add(delta);
   });
   m.def("live_handles", [] {
     py::dict d;

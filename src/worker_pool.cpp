@@ -46,3 +46,37 @@ void WorkerPool::schedule(std::function<void()> task) {
 }
 
 }  // namespace klujax
+
+namespace klujax {
+
+namespace detail {
+ThreadSlots& thread_slots() {
+  static ThreadSlots* s = new ThreadSlots();  // leaked, like the pool that uses it
+  return *s;
+}
+}  // namespace detail
+
+ThreadStats thread_stats() {
+  auto& s = detail::thread_slots();
+  return {WorkerPool::instance().num_threads() + 1,
+          s.busy.load(),
+          s.peak.load(),
+          s.peak_callers.load(),
+          s.callers_total.load(),
+          s.helpers_run.load(),
+          s.helpers_declined.load(),
+          s.helpers_backed_off.load()};
+}
+
+// Peaks restart from the current counts (threads inside klujax now), counters from 0.
+void reset_thread_stats() {
+  auto& s = detail::thread_slots();
+  s.peak.store(s.busy.load());
+  s.peak_callers.store(s.callers.load());
+  s.callers_total.store(0);
+  s.helpers_run.store(0);
+  s.helpers_declined.store(0);
+  s.helpers_backed_off.store(0);
+}
+
+}  // namespace klujax

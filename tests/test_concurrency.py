@@ -280,3 +280,141 @@ def test_threads_solve_while_cache_is_cleared_and_resized():
         stop.set()
         klujax.set_cache_limit(limit_mb)
     assert klujax.cache_info()["limit_bytes"] == int(limit_mb * 2**20)
+
+
+# ----------------------------------------------------------------------------- thread cap
+
+
+def _thread_stats() -> dict:
+    from klujax import _klujax
+
+    return _klujax.thread_stats()
+
+
+def _idle_stats(timeout: float = 10.0) -> dict:
+    """thread_stats() once every slot is back: a helper's slot is released when its task
+    has run, which may be just after the call that scheduled it returned."""
+    deadline = time.monotonic() + timeout
+    st = _thread_stats()
+    while st["busy"] and time.monotonic() < deadline:
+        time.sleep(0.001)
+        st = _thread_stats()
+    return st
+
+
+def _big_batch(n: int, L: int, seed: int, dtype=np.float64):
+    """A banded, diagonally dominant batch large enough that one call is split into
+    chunks over the worker pool (several ms of work)."""
+    rng = np.random.default_rng(seed)
+    rows, cols = [np.arange(n)], [np.arange(n)]
+    for off in (1, -1, 7, -7):
+        i = np.arange(max(0, -off), min(n, n - off))
+        rows.append(i)
+        cols.append(i + off)
+    Ai = np.concatenate(rows).astype(np.int32)
+    Aj = np.concatenate(cols).astype(np.int32)
+    diag = np.arange(n)
+    Ax = make_dominant(uniform_values(rng, (L, len(Ai)), dtype), Ai, diag, n)
+    b = uniform_values(rng, (L, n), dtype)
+    return Ai, Aj, Ax, b
+
+
+def _dense_ref(Ai, Aj, Ax, b, n):
+    A = jnp.zeros((Ax.shape[0], n, n), Ax.dtype).at[:, Ai, Aj].add(Ax)
+    return np.asarray(jnp.linalg.solve(A, b[..., None])[..., 0])
+
+
+def test_thread_cap_single_call_uses_the_pool():
+    """One caller at a time: the batch is still split over the pool (single-call speed is
+    kept), and the busy threads never exceed the cap."""
+    from klujax import _klujax
+
+    n, L = 400, 48
+    Ai, Aj, Ax, b = _big_batch(n, L, seed=1)
+    ref = _dense_ref(Ai, Aj, Ax, b, n)
+    _idle_stats()
+    _klujax.reset_thread_stats()
+    for k in range(4):
+        _close(klujax.solve(Ai, Aj, Ax * (1 + k), b), ref / (1 + k), f"call {k}")
+    st = _idle_stats()
+    assert st["busy"] == 0, st  # no slot leaked
+    assert 1 <= st["peak"] <= st["cap"], st
+    if st["cap"] > 1:
+        assert st["helpers_run"] > 0, st
+
+
+def test_thread_cap_no_helper_without_a_free_slot():
+    """With every slot taken (as if other callers were inside klujax) a call runs alone on
+    its calling thread: no helper is scheduled, the caller never waits for a slot, and the
+    result is the same."""
+    from klujax import _klujax
+
+    n, L = 400, 48
+    Ai, Aj, Ax, b = _big_batch(n, L, seed=2, dtype=np.complex128)
+    ref = _dense_ref(Ai, Aj, Ax, b, n)
+    cap = _thread_stats()["cap"]
+    for held in (cap - 1, cap, cap + 2):
+        _idle_stats()  # no helper of an earlier call still holds a slot
+        _klujax._add_busy_for_tests(held)
+        try:
+            _klujax.reset_thread_stats()
+            _close(klujax.solve(Ai, Aj, Ax * (2 + held), b), ref / (2 + held), f"held {held}")
+            st = _thread_stats()
+        finally:
+            _klujax._add_busy_for_tests(-held)
+        _idle_stats()
+        assert st["helpers_run"] == 0, (held, st)
+        assert st["peak"] == held + 1, (held, st)  # the caller itself, never a helper
+        if cap > 1:
+            assert st["helpers_declined"] > 0, (held, st)
+    assert _idle_stats()["busy"] == 0
+
+
+def test_thread_cap_concurrent_batched_solves():
+    """K Python threads run jitted and eager batched solves at once (real and complex):
+    every result equals the dense reference (jnp.linalg.solve), and the number of busy
+    klujax threads stays within the cap plus the callers themselves (a caller is XLA's
+    thread and always runs; helpers only take free slots)."""
+    from klujax import _klujax
+
+    n, L = 300, 32
+    cap = _thread_stats()["cap"]
+    k_threads = max(4, 2 * cap)
+    data = [_big_batch(n, L, seed=20 + t, dtype=[np.float64, np.complex128][t % 2])
+            for t in range(k_threads)]
+    refs = [_dense_ref(*d, n) for d in data]
+    solve_jit = jax.jit(lambda Ai, Aj, Ax, b: klujax.solve(Ai, Aj, Ax, b))
+    _klujax.reset_thread_stats()
+
+    def work(t: int) -> None:
+        Ai, Aj, Ax, b = data[t]
+        for k in range(8):
+            s = 1.0 + 0.25 * k
+            fn = solve_jit if (t + k) % 2 else klujax.solve
+            _close(fn(Ai, Aj, Ax * s, b), refs[t] / s, f"thread {t} iter {k}")
+
+    _run_threads(work, n_threads=k_threads)
+    st = _idle_stats()
+    assert st["busy"] == 0, st  # no slot leaked
+    assert st["peak_callers"] <= k_threads, st
+    # helpers never exceed cap - 1 and are only admitted below the cap
+    assert st["peak"] <= max(cap, st["peak_callers"]) + cap - 1, st
+    assert st["calls"] >= 8 * k_threads, st
+
+
+def test_thread_cap_concurrent_split_api():
+    """Concurrent batched refactor + solve_with_numeric through the pool's slots."""
+    n, L = 300, 24
+    Ai, Aj, Ax, b = _big_batch(n, L, seed=40)
+    ref = _dense_ref(Ai, Aj, Ax, b, n)
+    with klujax.analyze(Ai, Aj, n) as sym:
+
+        def work(t: int) -> None:
+            with klujax.factor(Ai, Aj, Ax, sym) as num:
+                for k in range(6):
+                    s = 1.0 + t + 0.5 * k
+                    klujax.refactor(Ai, Aj, Ax * s, num, sym)
+                    _close(klujax.solve_with_numeric(num, b, sym), ref / s, f"thread {t} iter {k}")
+
+        _run_threads(work, n_threads=4)
+    assert _idle_stats()["busy"] == 0
