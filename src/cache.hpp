@@ -6,7 +6,9 @@
 //   sets       per pattern, most recent first:
 //                keyed:   the factorizations of one exact block of values (raw bytes of
 //                         Ax, element size, real/complex, factor options). A call with the
-//                         same values only solves. At most 8 per pattern.
+//                         same values only solves. At most 8 per pattern; with new values
+//                         every call, the two most recent blocks of each batch size stay
+//                         (see recycling below).
 //                unkeyed: one factorization kept for its pivot order only (the next call
 //                         with new values refactors it instead of pivoting afresh). At
 //                         most 4 per pattern.
@@ -61,10 +63,11 @@ class Cache {
                                    int32_t n, const Options& opts, const char* op);
 
   // Removes and returns the keyed set of exactly `key` (`members` factorizations made
-  // with the factor options of `opts`), or null.
+  // with the factor options of `opts`), or null. `hash` receives the key's hash (for a
+  // new set of these values).
   std::unique_ptr<NumericSet> take_set(Pattern& p, bool is_complex, size_t elem_size,
                                        size_t members, const Options& opts,
-                                       std::string_view key, uint64_t hash);
+                                       std::string_view key, uint64_t& hash);
   // A set of `members` factorizations whose objects may be refactored for new values
   // (see above), or null.
   std::unique_ptr<NumericSet> recycle_set(Pattern& p, bool is_complex, size_t members);

@@ -60,6 +60,7 @@ double numeric_diagnostic(NumericObj& obj, Diag what, const char* op) {
   Pattern& p = *obj.pattern;
   Fact& f = obj.fact;
   if (p.n == 0) return 1.0;
+  ensure_norms<S>(p, f);
   if (!std::isfinite(f.norm_inf)) return std::numeric_limits<double>::quiet_NaN();
   if (!f.ok) return what == Diag::kRcond ? 0.0 : HUGE_VAL;
   const Solver<S>& s = p.solver<S>(op);

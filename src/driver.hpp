@@ -35,15 +35,12 @@ inline int64_t max_chunks_for(double ns_per_item, int64_t items) {
 inline double abs1(double v) { return std::fabs(v); }
 inline double abs1(const cplx& v) { return std::fabs(v.real()) + std::fabs(v.imag()); }
 
-// Loads COO values (one member of Ax) into f's CSC value buffer, duplicates summed, and
-// computes the norms the backward error needs.
-template <class In>
-void load_values(const Pattern& p, const In* ax, Fact& f) {
-  using S = compute_t<In>;
-  const int64_t m = p.nnz_csc();
-  f.vals.resize(static_cast<size_t>(m) * (is_complex_v<S> ? 2 : 1));
-  S* v = f.values<S>();
-  p.scatter(ax, v);
+// The norms the backward error needs (||A||inf, ||A||1 with |re|+|im| moduli), once per
+// set of values: computed on first need, so calls without the accuracy check skip them.
+template <class S>
+void ensure_norms(const Pattern& p, Fact& f) {
+  if (f.has_norms) return;
+  const S* v = f.values<S>();
   std::vector<double> rows(p.n, 0.0);
   double one = 0.0, total = 0.0;
   for (int32_t j = 0; j < p.n; ++j) {
@@ -63,6 +60,19 @@ void load_values(const Pattern& p, const In* ax, Fact& f) {
   const double nan = std::numeric_limits<double>::quiet_NaN();
   f.norm_inf = std::isfinite(total) ? inf : nan;
   f.norm_one = std::isfinite(total) ? one : nan;
+  f.has_norms = true;
+}
+
+// Loads COO values (one member of Ax) into f's CSC value buffer, duplicates summed; with
+// `norms`, also their norms (else on first need, ensure_norms).
+template <class In>
+void load_values(const Pattern& p, const In* ax, Fact& f, bool norms = true) {
+  using S = compute_t<In>;
+  const int64_t m = p.nnz_csc();
+  f.vals.resize(static_cast<size_t>(m) * (is_complex_v<S> ? 2 : 1));
+  p.scatter(ax, f.values<S>());
+  f.has_norms = false;
+  if (norms) ensure_norms<S>(p, f);
 }
 
 //== Factorization ==//
@@ -181,6 +191,7 @@ void solve_checked(const Pattern& p, Fact& f, bool transpose, int64_t cols, S* w
     solve_cols(p, f, transpose, cols, w, op);
     return;
   }
+  ensure_norms<S>(p, f);
   ws.b0.assign(w, w + size);
   ws.r.resize(size);
   // Complex moduli are measured as |re| + |im| (cheap, as LAPACK's CABS1), which can make
@@ -282,7 +293,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
   const int64_t cols = rhs.cols();
 
   const std::string_view key = values_key(ax, s.la * nnz);
-  const uint64_t key_hash = hash_sample(key.data(), key.size(), 17);
+  uint64_t key_hash = 0;
   std::unique_ptr<NumericSet> set = cache.take_set(p, cplx, sizeof(In), s.la, o, key, key_hash);
   const bool hit = set != nullptr;
   const bool keep = hit || retain || cache.fits(p, s.la);
@@ -312,7 +323,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
       if (keep && !hit && !set->members[m].num) set->members[m] = cache.take_spare(p, cplx);
       Fact& f = keep ? set->members[m] : chain;
       if (!hit) {
-        load_values(p, ax + m * nnz, f);
+        load_values(p, ax + m * nnz, f, o.check);
         factorize<S>(p, f, o, op);
       }
       solve_checked(p, f, transpose, cols, w, o, ws, op);

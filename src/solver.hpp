@@ -74,6 +74,7 @@ struct Fact {
   std::vector<double> vals;  // CSC values (complex: interleaved re, im), duplicates summed
   double norm_inf = 0.0;     // ||A||inf (max row sum of |a_ij|) and ||A||1 (max column
   double norm_one = 0.0;     // sum), |re|+|im| for complex entries
+  bool has_norms = false;    // norm_inf/norm_one are those of vals
   size_t total_bytes() const {
     return (num ? num->bytes : 0) + sizeof(double) * vals.capacity();
   }

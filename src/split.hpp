@@ -61,7 +61,7 @@ void factor_into(Executor* ex, const In* ax, int64_t la, const NumericObjs& objs
       NumericObj& obj = *objs[m];
       Pattern& p = *obj.pattern;
       std::lock_guard<std::mutex> lock(obj.mu);
-      load_values(p, ax + (la == 1 ? 0 : m) * p.nnz, obj.fact);
+      load_values(p, ax + (la == 1 ? 0 : m) * p.nnz, obj.fact, o.check);
       factorize<S>(p, obj.fact, o, op);
     }
   });

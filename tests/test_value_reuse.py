@@ -69,3 +69,43 @@ def test_in_place_mutation_of_a_host_array_is_seen():
         x = klujax.solve(Ai, Aj, Ax, b)
         np.testing.assert_allclose(x, np.linalg.solve(dense(Ai, Aj, Ax, N), b), rtol=1e-12)
         Ax *= 1.5  # same buffer, new content
+
+
+@pytest.mark.parametrize("method", ["klu", "umfpack"])
+def test_hit_after_an_unchecked_call_is_still_checked(method):
+    """A set made by a check=False call keeps no norms; a checked call that hits it
+    computes them, and its solution meets the backward-error target."""
+    if method not in klujax.methods():
+        pytest.skip("klujax built without UMFPACK")
+    Ai, Aj, Ax = make_system(30, n_lhs=3, seed=11)
+    b = np.random.default_rng(12).standard_normal((3, 30))
+    unchecked = klujax.KLUOptions(method=method, check=False)  # type: ignore[arg-type]
+    checked = klujax.KLUOptions(method=method)  # type: ignore[arg-type]
+    klujax.clear_cache()
+    klujax.solve(Ai, Aj, 2 * Ax, b, options=unchecked).block_until_ready()  # learns sizes
+    klujax.solve(Ai, Aj, Ax, b, options=unchecked).block_until_ready()
+    hits = klujax.cache_info()["numeric_hits"]
+    x = np.asarray(klujax.solve(Ai, Aj, Ax, b, options=checked))
+    assert klujax.cache_info()["numeric_hits"] == hits + 1  # same tol/scale: a hit
+    A = dense(Ai, Aj, Ax, 30)
+    for m in range(3):
+        r = b[m] - A[m] @ x[m]
+        berr = np.abs(r).max() / (np.abs(A[m]).sum(1).max() * np.abs(x[m]).max() + np.abs(b[m]).max())
+        assert berr <= 1e-14
+    np.testing.assert_allclose(x, np.linalg.solve(A, b[..., None])[..., 0], rtol=1e-12)
+
+
+def test_most_recent_set_and_older_sets_both_hit():
+    """Hits on the newest keyed set (compared without hashing) and on older ones (found
+    by hash) return the fresh results."""
+    Ai, Aj, Ax = make_system(20, n_lhs=2, seed=13)
+    b = np.ones((2, 20))
+    f = jax.jit(lambda a: klujax.solve(Ai, Aj, a, b))
+    klujax.clear_cache()
+    f(Ax * 0.5).block_until_ready()  # the cache learns the size of a factorization
+    xs = [np.asarray(f(Ax * k)) for k in (1.0, 2.0)]  # the two most recent value sets
+    before = klujax.cache_info()["numeric_hits"]
+    again = [np.asarray(f(Ax * k)) for k in (2.0, 1.0)]  # the newest, then the older one
+    assert klujax.cache_info()["numeric_hits"] == before + 2
+    np.testing.assert_array_equal(xs[0], again[1])
+    np.testing.assert_array_equal(xs[1], again[0])
