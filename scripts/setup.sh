@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian/Ubuntu machine: system packages (SuiteSparse KLU
-# and UMFPACK, Debian's serial OpenBLAS as the system BLAS that UMFPACK computes with, a
+# and UMFPACK, Debian's OpenBLAS as the system BLAS that UMFPACK computes with, a
 # C++ compiler, Python headers and venv), a virtual environment in .venv, and klujax
 # built from this checkout with its test dependencies and the optional lineax extra.
 # Re-running rebuilds incrementally.
@@ -10,9 +10,10 @@ PY=${PYTHON:-python3}
 
 missing=()
 [ -f /usr/include/suitesparse/klu.h ] || [ -f /usr/include/klu.h ] || missing+=(libsuitesparse-dev)
-# UMFPACK's speed on fill-heavy matrices comes from an optimized BLAS; the serial build,
-# because klujax already runs batch members in parallel (docs/solvers.md).
-dpkg -s libopenblas0-serial >/dev/null 2>&1 || missing+=(libopenblas0-serial)
+# UMFPACK's speed on fill-heavy matrices comes from an optimized BLAS. The threaded build:
+# it is safe for concurrent callers (klujax factors batch members in parallel, and sets
+# its threads to 1), where the sequential build is not (docs/solvers.md).
+dpkg -s libopenblas0-pthread >/dev/null 2>&1 || missing+=(libopenblas0-pthread)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 if ! command -v "$PY" >/dev/null 2>&1; then
   missing+=(python3 python3-venv python3-dev)

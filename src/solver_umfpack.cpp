@@ -6,9 +6,11 @@
 // Licence: UMFPACK is GPL-2.0-or-later, KLU LGPL-2.1-or-later. This file is compiled only
 // when the build finds UMFPACK and KLUJAX_UMFPACK is on (CMakeLists.txt); the binary
 // wheels are built without it (docs/solvers.md).
+#include <dlfcn.h>
 #include <umfpack.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <mutex>
@@ -81,6 +83,69 @@ struct Umf<cplx> {
   static void free_symbolic(void** s) { umfpack_zi_free_symbolic(s); }
   static void free_numeric(void** n) { umfpack_zi_free_numeric(n); }
   static constexpr int kWork = 4;
+};
+
+// UMFPACK's speed is its BLAS, and the BLAS decides whether batch members may factor in
+// parallel. A sequential OpenBLAS build (Debian's libopenblas0-serial, and others built
+// without USE_LOCKING) shares unlocked buffers between callers: two threads in dgemm at
+// once return wrong numbers (measured: residuals of 1e-4 to 5 on a batched 3-D stencil).
+// So, once, from the library that provides dgemm_:
+//  - sequential OpenBLAS (openblas_get_parallel() == 0): every UMFPACK call of this
+//    process runs under one lock (batches of UMFPACK factorizations go one at a time);
+//  - threaded OpenBLAS: its own threads are set to 1 (openblas_set_num_threads), since
+//    klujax already runs batch members in parallel (its threads and OpenBLAS's on top
+//    oversubscribed the cores 2x and made batches 4x slower); KLUJAX_BLAS_THREADS=N sets
+//    N instead, or leaves it alone when N is 0;
+//  - any other BLAS (reference, MKL, BLIS): calls run in parallel.
+// KLUJAX_UMFPACK_SERIAL=1 forces the lock, =0 disables it.
+struct BlasPolicy {
+  bool serialize = false;
+  std::mutex mu;
+};
+
+BlasPolicy& blas_policy() {
+  static BlasPolicy* policy = [] {
+    auto* p = new BlasPolicy();  // leaked: used by worker threads until exit
+    void* handle = nullptr;
+    Dl_info info;
+    void* dgemm = dlsym(RTLD_DEFAULT, "dgemm_");
+    if (dgemm && dladdr(dgemm, &info) && info.dli_fname)
+      handle = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+    auto sym = [&](const char* name) {
+      void* f = handle ? dlsym(handle, name) : nullptr;
+      return f ? f : dlsym(RTLD_DEFAULT, name);
+    };
+    auto get_parallel = reinterpret_cast<int (*)()>(sym("openblas_get_parallel"));
+    auto set_threads = reinterpret_cast<void (*)(int)>(sym("openblas_set_num_threads"));
+    if (get_parallel && get_parallel() == 0) {
+      p->serialize = true;
+    } else if (get_parallel && set_threads) {
+      int threads = 1;
+      if (const char* env = std::getenv("KLUJAX_BLAS_THREADS"); env && *env) threads = std::atoi(env);
+      if (threads > 0) set_threads(threads);
+    }
+    if (const char* env = std::getenv("KLUJAX_UMFPACK_SERIAL"); env && *env)
+      p->serialize = std::atoi(env) == 1;  // 0: never (to reproduce the failure in tests)
+    if (handle) dlclose(handle);
+    return p;
+  }();
+  return *policy;
+}
+
+// Held around every UMFPACK call that may reach the BLAS (see blas_policy).
+class BlasGuard {
+ public:
+  BlasGuard() : p_(blas_policy()) {
+    if (p_.serialize) p_.mu.lock();
+  }
+  ~BlasGuard() {
+    if (p_.serialize) p_.mu.unlock();
+  }
+  BlasGuard(const BlasGuard&) = delete;
+  BlasGuard& operator=(const BlasGuard&) = delete;
+
+ private:
+  BlasPolicy& p_;
 };
 
 void check_status(int status, const char* op, const char* what) {
@@ -157,6 +222,7 @@ class UmfSolver final : public Solver<S> {
     double ctl[UMFPACK_CONTROL], info[UMFPACK_INFO];
     control<S>(o, ctl);
     void* num = nullptr;
+    BlasGuard guard;
     const int st = U::numeric(a.ap.data(), a.ai.data(), U::raw(f.values<S>()), symbolic_of<S>(a, an, op),
                               &num, ctl, info);
     auto out = std::make_unique<UmfFactors>();
@@ -187,6 +253,7 @@ class UmfSolver final : public Solver<S> {
     auto& uf = static_cast<UmfFactors&>(*f.num);
     // UMFPACK_Aat: the array transpose A.' (not the conjugate transpose), as JAX means it.
     const int sys = transpose ? UMFPACK_Aat : UMFPACK_A;
+    BlasGuard guard;
     for (int64_t c = 0; c < cols; ++c) {
       S* x = w + c * n;
       std::memcpy(b.data(), x, sizeof(S) * n);
