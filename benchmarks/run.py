@@ -325,8 +325,9 @@ def prepare_all(workers: dict[str, Worker], cases: dict[str, list[dict]], tol: f
                 unsupported.setdefault(name, []).append(f"{case_key(c)} ({r.get('why')})")
                 continue
             resid_rows.append((name, case_key(c), float(r["resid"]), "prepare"))
-            if not float(r["resid"]) <= tol:
-                log(f"WARNING: residual {float(r['resid']):.2e} for {name} {case_key(c)}")
+            if not float(r["resid"]) <= tol:  # a wrong answer: an error, never a footnote
+                log(f"WRONG ANSWER: residual {float(r['resid']):.2e} for {name} {case_key(c)}")
+                errors.append(f"{name} {case_key(c)}: WRONG ANSWER, residual {float(r['resid']):.2e}")
             if drop is not None and drop(name, c, r):
                 continue
             ok_cases.append(c)
@@ -375,7 +376,9 @@ def run_rounds(workers: dict[str, Worker], params: dict, rounds: int, rng: rando
                 if last and r.get("resid") is not None:
                     resid_rows.append((name, case_key(c), float(r["resid"]), "last round"))
                     if not float(r["resid"]) <= tol:
-                        log(f"WARNING: residual {float(r['resid']):.2e} for {name} {case_key(c)}")
+                        log(f"WRONG ANSWER: residual {float(r['resid']):.2e} for {name} {case_key(c)}")
+                        errors.append(f"{name} {case_key(c)} round {rnd}: WRONG ANSWER, "
+                                      f"residual {float(r['resid']):.2e}")
         if after_round is not None:
             after_round(rnd, res, alive)
         log(f"round {rnd + 1}/{rounds}: {time.perf_counter() - t0:.1f} s "
