@@ -51,7 +51,7 @@ struct Umf<double> {
   static void defaults(double* ctl) { umfpack_di_defaults(ctl); }
   static void free_symbolic(void** s) { umfpack_di_free_symbolic(s); }
   static void free_numeric(void** n) { umfpack_di_free_numeric(n); }
-  static constexpr int kWork = 1;  // W needs kWork * n doubles without refinement
+  static constexpr int kWork = 5;  // W: 5n doubles (umfpack_di_wsolve)
 };
 
 template <>
@@ -82,7 +82,7 @@ struct Umf<cplx> {
   static void defaults(double* ctl) { umfpack_zi_defaults(ctl); }
   static void free_symbolic(void** s) { umfpack_zi_free_symbolic(s); }
   static void free_numeric(void** n) { umfpack_zi_free_numeric(n); }
-  static constexpr int kWork = 4;
+  static constexpr int kWork = 10;  // W: 10n doubles (umfpack_zi_wsolve)
 };
 
 // UMFPACK's speed is its BLAS, and the BLAS decides whether batch members may factor in
