@@ -87,22 +87,7 @@ def _cases(names: list[str], breakdown: bool) -> dict:
         }
         out["demo"] = (v, lambda: grad(Gj * scale()))
 
-    if "grid64" in names:  # where factorization dominates: a 32x32 grid, 64 members
-        s = systems.grid2d(1024, complex_=True, batch=64)
-        gAi, gAj = s.Ai, s.Aj
-        gAx0, gb0 = jnp.asarray(s.Ax), jnp.asarray(s.b)
-
-        def loss_grid(Ax, b):
-            return far_end(klujax.solve(gAi, gAj, Ax, b))
-
-        gfresh = jax.jit(lambda Ax, b, k: (Ax * k, b * k))
-        gargs = lambda: gfresh(gAx0, gb0, scale())  # noqa: E731
-        ggrad = jax.jit(jax.grad(loss_grid))
-        v = {"fwd": (jax.jit(loss_grid), gargs), "grad_Ax": (ggrad, gargs)}
-        out["grid64"] = (v, lambda: ggrad(*gargs()))
-
-    if "sweep1000" in names:
-        s = systems.rc_ladder(300, complex_=True, batch=1000)
+    def sweep(s):  # the loss, fresh-values arguments and gradient of a batched system
         Ai, Aj = s.Ai, s.Aj
         Ax0, b0 = jnp.asarray(s.Ax), jnp.asarray(s.b)
 
@@ -111,7 +96,15 @@ def _cases(names: list[str], breakdown: bool) -> dict:
 
         fresh = jax.jit(lambda Ax, b, k: (Ax * k, b * k))
         args = lambda: fresh(Ax0, b0, scale())  # noqa: E731
-        grad_Ax = jax.jit(jax.grad(loss))
+        return Ai, Aj, Ax0, b0, loss, args, jax.jit(jax.grad(loss))
+
+    if "grid64" in names:  # where factorization dominates: a 32x32 grid, 64 members
+        *_, gloss, gargs, ggrad = sweep(systems.grid2d(1024, complex_=True, batch=64))
+        v = {"fwd": (jax.jit(gloss), gargs), "grad_Ax": (ggrad, gargs)}
+        out["grid64"] = (v, lambda: ggrad(*gargs()))
+
+    if "sweep1000" in names:
+        Ai, Aj, Ax0, b0, loss, args, grad_Ax = sweep(systems.rc_ladder(300, complex_=True, batch=1000))
         v = {
             "fwd": (jax.jit(loss), args),
             "grad_Ax": (grad_Ax, args),
