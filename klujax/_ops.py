@@ -204,7 +204,9 @@ def _rhs_layout(shape: tuple[int, ...]) -> Any:
 def _layouts(spec: OpSpec, avals_in: Any) -> list[Any]:
     """Operand layouts: right-hand sides as KLU wants them, everything else default."""
     return [
-        _rhs_layout(tuple(a.shape)) if i < len(spec.operands) and spec.operands[i] == "rhs" else None
+        _rhs_layout(tuple(a.shape))
+        if i < len(spec.operands) and spec.operands[i] == "rhs"
+        else None
         for i, a in enumerate(avals_in)
     ]
 
