@@ -235,9 +235,21 @@ void Cache::enforce_limit_locked() {
   }
 }
 
-void Cache::pin(const std::shared_ptr<Pattern>& p) {
+std::shared_ptr<Pattern> Cache::pin(const std::shared_ptr<Pattern>& p) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (p->pins_++ == 0 && !p->cached_) admit_locked(p);  // even with a limit of 0
+  std::shared_ptr<Pattern> out = p;
+  if (!p->cached_) {
+    // p was evicted between its lookup and this pin, and another call may have cached an
+    // equal pattern since: pin that one, so one pattern never has two cached copies.
+    for (auto& q : patterns_) {
+      if (q->opts.same_analysis(p->opts) && same_indices(*q, *p)) {
+        out = q;
+        break;
+      }
+    }
+  }
+  if (out->pins_++ == 0 && !out->cached_) admit_locked(out);  // even with a limit of 0
+  return out;
 }
 
 void Cache::unpin(Pattern& p) {

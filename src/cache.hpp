@@ -82,7 +82,9 @@ class Cache {
   bool fits(Pattern& p, int64_t members);
   void note_member_bytes(Pattern& p, size_t bytes);
 
-  void pin(const std::shared_ptr<Pattern>& p);
+  // Pins p (or the cached pattern equal to it, if p was evicted meanwhile) and returns
+  // the pattern pinned.
+  std::shared_ptr<Pattern> pin(const std::shared_ptr<Pattern>& p);
   void unpin(Pattern& p);
 
   void clear();

@@ -41,7 +41,7 @@ uint64_t Registry::next_id_locked(uint64_t tag) {
 }
 
 uint64_t Registry::add_symbolic(std::shared_ptr<Pattern> p) {
-  Cache::instance().pin(p);
+  p = Cache::instance().pin(p);
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t id = next_id_locked(kSymbolicTag);
   auto obj = std::make_shared<SymbolicObj>();

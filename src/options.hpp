@@ -41,6 +41,9 @@ struct Options {
       throw InvalidArgument(std::string(op) + ": options attribute has " + std::to_string(size) +
                             " fields, expected " + std::to_string(kFields) +
                             " (klujax Python and native parts out of sync)");
+    for (size_t k = 0; k < size; ++k)  // before any cast to int (NaN/huge: undefined)
+      if (!std::isfinite(v[k]) || (k != 0 && k != 6 && std::fabs(v[k]) > 1e6))
+        throw InvalidArgument(std::string(op) + ": invalid options");
     Options o;
     o.tol = v[0];
     o.ordering = static_cast<int>(v[1]);

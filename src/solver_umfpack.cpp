@@ -174,6 +174,7 @@ struct UmfAnalysis final : Analysis {
   Options opts;
   mutable std::once_flag once[2];
   mutable void* symbolic[2] = {nullptr, nullptr};  // [is_complex]
+  mutable size_t real_bytes = 0;                   // of symbolic[0]
   ~UmfAnalysis() override {
     if (symbolic[0]) Umf<double>::free_symbolic(&symbolic[0]);
     if (symbolic[1]) Umf<cplx>::free_symbolic(&symbolic[1]);
@@ -195,6 +196,8 @@ void* symbolic_of(const Csc& a, const Analysis& an, const char* op) {
       throw InternalError(std::string(op) + ": umfpack_symbolic failed");
     }
     ua.symbolic[k] = sym;
+    if (k == 0)
+      ua.real_bytes = static_cast<size_t>(info[UMFPACK_SYMBOLIC_SIZE] * info[UMFPACK_SIZE_OF_UNIT]);
   });
   return ua.symbolic[k];
 }
@@ -333,6 +336,9 @@ std::unique_ptr<Analysis> analyze_umfpack(const Csc& a, const Options& o, const 
   auto out = std::make_unique<UmfAnalysis>();
   out->opts = o;
   symbolic_of<double>(a, *out, op);  // report a failing analysis where it happens
+  // The cache counts a pattern's bytes once, at admission: reserve for the complex
+  // analysis, made on first use, as much again as the real one.
+  out->bytes = 2 * out->real_bytes;
   return out;
 }
 
