@@ -109,7 +109,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--target-ms", type=float, default=None, help="time per measurement (quick 10, full 40)")
     ap.add_argument("--min-reps", type=int, default=None, help="timed calls per measurement (quick 3, full 5)")
-    ap.add_argument("--warmup", type=int, default=None, help="untimed calls before each measurement (quick 1, full 2)")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="untimed calls before each measurement; the number of timed calls is sized from the "
+                         "last one. 2: a solve_same measurement's first call re-factors in a contender whose "
+                         "value cache the other paths refilled since its last round (ours), and one warm-up "
+                         "left it only min-reps timed calls, cold from the rest of the round")
     ap.add_argument("--max-call-s", type=float, default=None,
                     help="drop a peer's case whose call takes longer than 10x this in the prepare phase (quick 1, full 5)")
     ap.add_argument("--batch-cap-s", type=float, default=None,
@@ -132,7 +136,7 @@ def main() -> None:
     specs = [parse_system(s) for s in (opts.systems or (QUICK_SYSTEMS if quick else FULL_SYSTEMS)).split(",") if s]
     params = {"target_s": (opts.target_ms or (10 if quick else 40)) / 1e3,
               "min_reps": opts.min_reps or (3 if quick else 5),
-              "max_reps": 5000, "warmup": opts.warmup or (1 if quick else 2)}
+              "max_reps": 5000, "warmup": opts.warmup}
     max_call = opts.max_call_s or (1.0 if quick else 5.0)
     batch_cap = opts.batch_cap_s or (2.0 if quick else 20.0)
     B = opts.batch

@@ -153,6 +153,7 @@ PYBIND11_MODULE(_klujax, m) {
     d["flops"] = e.flops;
     d["lu_nnz"] = e.lu_nnz;
     d["nnz"] = p->nnz_csc();
+    d["plan"] = p->other ? p->other->describe() : std::string();
     return d;
   });
   // The shared library that provides dgemm_ to this process (UMFPACK's BLAS), or "".

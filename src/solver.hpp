@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 
 #include <vector>
@@ -55,6 +56,9 @@ struct Csc;
 // One backend's analysis of one pattern: immutable once built.
 struct Analysis {
   virtual ~Analysis() = default;
+  // How the backend will factor this pattern, in words (cache.analysis_info); "" if
+  // there is nothing to say beyond the method.
+  virtual std::string describe() const { return ""; }
   size_t bytes = 0;
 };
 

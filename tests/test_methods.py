@@ -214,6 +214,45 @@ def test_auto_choice_depends_on_the_pattern_only():
                                rtol=1e-9)
 
 
+@needs_umfpack
+@pytest.mark.parametrize("complex_", [False, True])
+def test_umfpack_plan_follows_the_pattern(complex_):
+    """UMFPACK's strategy and ordering are chosen from the pattern (docs/solvers.md): the
+    symmetric strategy (and, for a heavy factorization, nested dissection when it saves
+    flops) on symmetric patterns with a full diagonal, the unsymmetric one elsewhere. Each
+    plan solves as the dense reference does, and its factors are accurate enough that no
+    refinement step is needed on these matrices."""
+    attr = klujax.KLUOptions(method="umfpack").as_attribute()
+    Ai, Aj, Ax3, n3 = stencil3d(m=10, members=2)
+    Ai2, Aj2, Ax2, n2 = fill_heavy(n=300, complex_=complex_)
+    # a symmetric pattern with one structurally missing diagonal entry
+    keep = ~((Ai == Aj) & (Ai == 7))
+    Ai4, Aj4, Ax4 = Ai[keep], Aj[keep], Ax3[0][keep]
+    cases = [
+        (Ai, Aj, Ax3, n3, "symmetric, "),
+        (Ai2, Aj2, Ax2, n2, "unsymmetric, colamd"),
+        (Ai4, Aj4, Ax4, n3, "unsymmetric, colamd"),
+    ]
+    plan3 = _klujax.analysis_info(Ai, Aj, n3, attr)["plan"]
+    assert plan3 in ("symmetric, metis", "symmetric, nested dissection"), plan3
+    rng = np.random.default_rng(2)
+    for ai, aj, ax, n, plan in cases:
+        assert _klujax.analysis_info(ai, aj, n, attr)["plan"].startswith(plan)
+        ax = np.asarray(ax) * (1 + 0.5j if complex_ else 1.0)
+        axs = np.atleast_2d(ax)
+        b = rng.standard_normal((axs.shape[0], n))
+        before = klujax.cache_info()["refine_steps"]
+        x = np.asarray(klujax.solve(ai, aj, axs, b, options=_opts("umfpack")))
+        assert klujax.cache_info()["refine_steps"] == before
+        with klujax.analyze(ai, aj, n, options=_opts("umfpack")) as sym:
+            xt = np.asarray(klujax.tsolve_with_symbol(ai, aj, axs, b, sym, options=_opts("umfpack")))
+        for m in range(axs.shape[0]):
+            A = dense(ai, aj, axs[m], n)
+            np.testing.assert_allclose(x[m], np.linalg.solve(A, b[m]), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(xt[m], np.linalg.solve(A.T, b[m]), rtol=1e-10, atol=1e-12)
+            assert backward_error(to_scipy(ai, aj, axs[m], n), x[m], b[m]) <= 1e-14
+
+
 def test_options_attribute_round_trip_and_old_form():
     for m in ("auto", "klu", "umfpack"):
         o = klujax.KLUOptions(method=m, tol=0.5)  # type: ignore[arg-type]
