@@ -59,7 +59,10 @@ class KLUOptions:
             only in builds that have it, see :func:`klujax.methods`), or ``"auto"``
             (default): chosen per sparsity pattern from KLU's symbolic analysis (estimated
             flops per factor entry), never from the values, so a pattern keeps its backend.
-            ``tol`` and ``btf`` apply to KLU only. The accuracy check is the same for both.
+            ``tol`` and ``btf`` apply to KLU only; UMFPACK picks its strategy, ordering
+            (``"amd"`` and ``"colamd"`` alike: AMD, COLAMD or nested dissection) and
+            pivot tolerance per pattern (docs: "Solvers"). The accuracy check is the
+            same for both.
             See the "Solvers" docs page for the rule and its calibration.
     """
 

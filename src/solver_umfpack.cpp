@@ -164,13 +164,14 @@ struct Plan {
   int used = UMFPACK_ORDERING_AMD;      // the ordering UMFPACK reported using (Info)
 };
 
-// The unsymmetric strategy's threshold partial pivoting tolerance: UMFPACK's default 0.1
+// The threshold partial pivoting tolerance (of the unsymmetric strategy, and of the
+// symmetric one when it leaves the diagonal): UMFPACK's default 0.1
 // left backward errors of 7e-15..4.5e-13 on random unsymmetric matrices (n = 1000, 2000;
 // 16 of them), so 11 of 16 needed a refinement step (a second solve) on every solve;
 // 0.2 gives 1.2e-15..3.5e-14 (2 of 16 refine) for about 4% more factorization time and
 // 5-17% more per solve. Repeated solves with one factorization (solve_with_numeric,
 // reverse mode, value reuse) are what the factorization is kept for.
-constexpr double kUnsymPivotTolerance = 0.2;
+constexpr double kPivotTolerance = 0.2;
 
 // Control settings from the options and the plan: klujax refines above the seam, so
 // UMFPACK's own iterative refinement is off. `tol` and `btf` are KLU's: UMFPACK keeps
@@ -180,7 +181,7 @@ void control(const Options& o, const Plan& plan, double* ctl) {
   Umf<S>::defaults(ctl);
   ctl[UMFPACK_PRL] = 0;
   ctl[UMFPACK_IRSTEP] = 0;
-  ctl[UMFPACK_PIVOT_TOLERANCE] = kUnsymPivotTolerance;
+  ctl[UMFPACK_PIVOT_TOLERANCE] = kPivotTolerance;
   ctl[UMFPACK_SCALE] = o.scale;  // 0 none, 1 sum, 2 max: the same codes
   ctl[UMFPACK_STRATEGY] = plan.strategy;
   ctl[UMFPACK_ORDERING] = o.ordering == 2 ? UMFPACK_ORDERING_NONE : plan.ordering;
@@ -213,9 +214,11 @@ bool symmetric_pattern(const Csc& a) {
 // dissection, keeping the one with the fewest nonzeros in a Cholesky-like factor of
 // A + A^T) and keeps whichever of the two has fewer flops, as UMFPACK counts them for that
 // factor (Info[UMFPACK_SYMMETRIC_FLOPS], within 2% of the measured LU flops on our
-// stencils; its general flop estimate is a loose bound, off by up to 40x). 3-D stencils
-// factor 1.4x faster with nested dissection; 2-D ones stay on AMD. The extra ordering
-// costs about two factorizations, once per pattern (per scalar type).
+// stencils; its general flop estimate is a loose bound, off by up to 40x). The count of
+// "best" comes from CHOLMOD's column counts and is 4 nnz(L) + n higher than AMD's for the
+// same ordering, so nested dissection must win by a few percent to be kept. 3-D stencils
+// factor 1.4x faster with it; 2-D ones stay on AMD. The extra orderings cost about two
+// factorizations, once per pattern and scalar type (outside the BLAS lock).
 constexpr double kTryBestFlops = 1e7;
 
 // UMFPACK's Symbolic object depends on the scalar type (its size estimates count complex
@@ -232,22 +235,39 @@ struct UmfAnalysis final : Analysis {
   }
   std::string describe() const override {
     const bool sym = plan.strategy == UMFPACK_STRATEGY_SYMMETRIC;
-    const char* ord = plan.used == UMFPACK_ORDERING_NONE    ? "natural"
-                      : plan.used == UMFPACK_ORDERING_METIS ? "metis"
-                      : plan.used == UMFPACK_ORDERING_AMD   ? (sym ? "amd" : "colamd")
-                                                            : "nested dissection";
+    // UMFPACK reports METIS for CHOLMOD's nested dissection too.
+    const std::string ord = plan.used == UMFPACK_ORDERING_NONE    ? "natural"
+                            : plan.used == UMFPACK_ORDERING_METIS ? "nested dissection"
+                            : plan.used == UMFPACK_ORDERING_AMD   ? (sym ? "amd" : "colamd")
+                                                                  : "ordering " + std::to_string(plan.used);
     return std::string(sym ? "symmetric" : "unsymmetric") + ", " + ord;
   }
 };
+
+// METIS (inside the "best" ordering) seeds and draws from the C library's global rand():
+// two orderings at once would interleave their random streams, making the ordering depend
+// on timing. They run one at a time (once per pattern and scalar type).
+std::mutex& metis_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// umfpack_*_symbolic under `plan`: the status, *sym and Info in info.
+template <class S>
+int try_symbolic(const Csc& a, const Options& o, const Plan& plan, double* info, void** sym) {
+  double ctl[UMFPACK_CONTROL];
+  control<S>(o, plan, ctl);
+  std::unique_lock<std::mutex> lock(metis_mutex(), std::defer_lock);
+  if (plan.ordering == UMFPACK_ORDERING_BEST) lock.lock();
+  return Umf<S>::symbolic(a.n, a.ap.data(), a.ai.data(), sym, ctl, info);
+}
 
 // A Symbolic object of the pattern under `plan` (Info in info); throws on failure.
 template <class S>
 void* make_symbolic(const Csc& a, const Options& o, const Plan& plan, double* info,
                     const char* op) {
-  double ctl[UMFPACK_CONTROL];
-  control<S>(o, plan, ctl);
   void* sym = nullptr;
-  const int st = Umf<S>::symbolic(a.n, a.ap.data(), a.ai.data(), &sym, ctl, info);
+  const int st = try_symbolic<S>(a, o, plan, info, &sym);
   if (st != UMFPACK_OK || !sym) {
     if (sym) Umf<S>::free_symbolic(&sym);
     check_status(st == UMFPACK_OK ? UMFPACK_ERROR_internal_error : st, op, "umfpack_symbolic");
@@ -292,9 +312,9 @@ class UmfSolver final : public Solver<S> {
     double ctl[UMFPACK_CONTROL], info[UMFPACK_INFO];
     control<S>(o, static_cast<const UmfAnalysis&>(an).plan, ctl);
     void* num = nullptr;
+    void* sym = symbolic_of<S>(a, an, op);  // (the first of its type: outside the BLAS lock)
     BlasGuard guard;
-    const int st = U::numeric(a.ap.data(), a.ai.data(), U::raw(f.values<S>()), symbolic_of<S>(a, an, op),
-                              &num, ctl, info);
+    const int st = U::numeric(a.ap.data(), a.ai.data(), U::raw(f.values<S>()), sym, &num, ctl, info);
     auto out = std::make_unique<UmfFactors>();
     out->numeric = num;
     out->is_complex = U::is_complex;
@@ -406,26 +426,26 @@ std::unique_ptr<Analysis> analyze_umfpack(const Csc& a, const Options& o, const 
   // The real Symbolic object under the plan (reported where a failing analysis happens);
   // with the symmetric strategy and a heavy factorization ahead, "best" competes with AMD.
   double info[UMFPACK_INFO];
-  void* sym = make_symbolic<double>(a, o, out->plan, info, op);
+  out->symbolic[0] = make_symbolic<double>(a, o, out->plan, info, op);  // owned from here
   if (out->plan.strategy == UMFPACK_STRATEGY_SYMMETRIC && o.ordering != 2 &&
       info[UMFPACK_SYMMETRIC_FLOPS] >= kTryBestFlops) {
     Plan best = out->plan;
     best.ordering = UMFPACK_ORDERING_BEST;
     double binfo[UMFPACK_INFO];
-    void* bsym = make_symbolic<double>(a, o, best, binfo, op);
-    if (binfo[UMFPACK_SYMMETRIC_FLOPS] >= 0 &&
+    void* bsym = nullptr;
+    // A "best" that fails (UMFPACK built without CHOLMOD or METIS, out of memory) keeps AMD.
+    const int st = try_symbolic<double>(a, o, best, binfo, &bsym);
+    if (st == UMFPACK_OK && bsym && binfo[UMFPACK_SYMMETRIC_FLOPS] >= 0 &&
         binfo[UMFPACK_SYMMETRIC_FLOPS] < info[UMFPACK_SYMMETRIC_FLOPS]) {
-      std::swap(sym, bsym);
+      std::swap(out->symbolic[0], bsym);
       std::copy(binfo, binfo + UMFPACK_INFO, info);
       out->plan = best;
     }
-    Umf<double>::free_symbolic(&bsym);
+    if (bsym) Umf<double>::free_symbolic(&bsym);
   }
   out->plan.used = static_cast<int>(info[UMFPACK_ORDERING_USED]);
-  std::call_once(out->once[0], [&] {
-    out->symbolic[0] = sym;
-    out->real_bytes = static_cast<size_t>(info[UMFPACK_SYMBOLIC_SIZE] * info[UMFPACK_SIZE_OF_UNIT]);
-  });
+  out->real_bytes = static_cast<size_t>(info[UMFPACK_SYMBOLIC_SIZE] * info[UMFPACK_SIZE_OF_UNIT]);
+  std::call_once(out->once[0], [] {});  // the real Symbolic object exists
   // The cache counts a pattern's bytes once, at admission: reserve for the complex
   // analysis, made on first use, as much again as the real one.
   out->bytes = 2 * out->real_bytes;

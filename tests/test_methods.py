@@ -233,8 +233,8 @@ def test_umfpack_plan_follows_the_pattern(complex_):
         (Ai2, Aj2, Ax2, n2, "unsymmetric, colamd"),
         (Ai4, Aj4, Ax4, n3, "unsymmetric, colamd"),
     ]
-    plan3 = _klujax.analysis_info(Ai, Aj, n3, attr)["plan"]
-    assert plan3 in ("symmetric, metis", "symmetric, nested dissection"), plan3
+    # 1.7e7 flops under AMD: nested dissection is tried, and wins on a 3-D stencil
+    assert _klujax.analysis_info(Ai, Aj, n3, attr)["plan"] == "symmetric, nested dissection"
     rng = np.random.default_rng(2)
     for ai, aj, ax, n, plan in cases:
         assert _klujax.analysis_info(ai, aj, n, attr)["plan"].startswith(plan)
@@ -243,9 +243,9 @@ def test_umfpack_plan_follows_the_pattern(complex_):
         b = rng.standard_normal((axs.shape[0], n))
         before = klujax.cache_info()["refine_steps"]
         x = np.asarray(klujax.solve(ai, aj, axs, b, options=_opts("umfpack")))
-        assert klujax.cache_info()["refine_steps"] == before
         with klujax.analyze(ai, aj, n, options=_opts("umfpack")) as sym:
             xt = np.asarray(klujax.tsolve_with_symbol(ai, aj, axs, b, sym, options=_opts("umfpack")))
+        assert klujax.cache_info()["refine_steps"] == before  # accurate factors: no refining
         for m in range(axs.shape[0]):
             A = dense(ai, aj, axs[m], n)
             np.testing.assert_allclose(x[m], np.linalg.solve(A, b[m]), rtol=1e-10, atol=1e-12)
