@@ -88,15 +88,33 @@ def timeit(fn, *args, repeat: int = 7) -> float:
     return float(np.median(times))
 
 
-def timeit_varying(fn, inputs: list) -> float:
-    """Median time of fn over distinct inputs (each first seen in the timed call)."""
-    jax.block_until_ready(fn(inputs[0] * 0.5))  # compile
-    times = []
-    for x in inputs:
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(x))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def time_paired(fns: dict, make_input, rounds: int = 11) -> tuple[dict, list]:
+    """Interleaved timing with fresh inputs: in each round every function is called once,
+    in a shuffled order, on an input never seen before (``make_input(k)``). Returns the
+    median time per function and the per-round times (for paired ratios)."""
+    names = list(fns)
+    k = 0
+    for name in names:  # compile (and warm) outside the timing
+        jax.block_until_ready(fns[name](make_input(k)))
+        k += 1
+    rng = np.random.default_rng(0)
+    per_round = []
+    for _ in range(rounds):
+        t = {}
+        for name in rng.permutation(names):
+            x = jax.block_until_ready(make_input(k))
+            k += 1
+            t0 = time.perf_counter()
+            jax.block_until_ready(fns[name](x))
+            t[name] = time.perf_counter() - t0
+        per_round.append(t)
+    return {n: float(np.median([r[n] for r in per_round])) for n in names}, per_round
+
+
+def paired_ratio(per_round: list, num: str, den: str) -> str:
+    """Median [IQR] of the per-round ratio num/den."""
+    q1, med, q3 = np.percentile([r[num] / r[den] for r in per_round], [25, 50, 75])
+    return f"{med:.2f} [{q1:.2f}-{q3:.2f}]"
 
 
 def relerr(a: jax.Array, b: jax.Array) -> float:
@@ -168,13 +186,16 @@ def _run(n: int, n_freq: int) -> int:
     g = grad(jnp.asarray(G))
     print("\n[2] jax.grad of the far-end power over the sweep w.r.t. all conductances")
     check("gradient vs dense autodiff", relerr(g, jax.grad(far_end_dense)(jnp.asarray(G))), 1e-7)
-    # fresh values every call, as in an optimisation loop (no cache hits across calls)
-    Gs = [jnp.asarray(G * (1.0 + 1e-3 * k)) for k in range(8)]
-    t_grad = timeit_varying(grad, Gs)
-    t_fwd = timeit_varying(jax.jit(far_end), Gs)
+    # fresh values every call, as in an optimisation loop (no cache hits across calls);
+    # forward and gradient interleaved round by round, paired ratios
+    t, per_round = time_paired(
+        {"forward": jax.jit(far_end), "gradient": grad},
+        lambda k: jnp.asarray(G * (1.0 + 1e-4 * (k + 1))),
+    )
     print(
-        f"  time: forward {t_fwd * 1e3:.2f} ms, gradient {t_grad * 1e3:.2f} ms "
-        f"(ratio {t_grad / t_fwd:.2f}: the backward pass reuses the forward factorizations)"
+        f"  time: forward {t['forward'] * 1e3:.2f} ms, gradient {t['gradient'] * 1e3:.2f} ms "
+        f"(gradient/forward {paired_ratio(per_round, 'gradient', 'forward')}, median [IQR] of 11 "
+        "interleaved rounds: the backward pass reuses the forward factorizations)"
     )
 
     # 3. A 2D resistor grid, transient with backward Euler: factor once, then one
@@ -245,16 +266,21 @@ def _run(n: int, n_freq: int) -> int:
         f"method='auto' chose {chosen['method']!r} (estimated {chosen['flops']:.2g} flops, "
         f"{chosen['flops'] / max(chosen['lu_nnz'], 1):.0f} per factor entry)"
     )
-    times = {}
+    solvers = {}
     for method in klujax.methods():
         opts = klujax.KLUOptions(method=method)  # type: ignore[arg-type]
         f = jax.jit(lambda a, opts=opts: klujax.solve(Ri, Rj, a, br, options=opts))
         check(f"method={method!r} vs jnp.linalg.solve", relerr(f(jnp.asarray(Rx)), ref), 1e-9)
-        times[method] = timeit_varying(f, [jnp.asarray(Rx * (1 + 1e-3 * k)) for k in range(5)])
+        solvers[method] = f
+    times, per_round = time_paired(solvers, lambda k: jnp.asarray(Rx * (1 + 1e-4 * (k + 1))))
     print(
         "  time per solve with new values: "
         + ", ".join(f"{m} {t * 1e3:.2f} ms" for m, t in times.items())
-        + (f" (BLAS: {klujax.blas_library()})" if "umfpack" in times else " (UMFPACK not built in)")
+        + (
+            f" (umfpack/klu {paired_ratio(per_round, 'umfpack', 'klu')}; BLAS: {klujax.blas_library()})"
+            if "umfpack" in times
+            else " (UMFPACK not built in)"
+        )
     )
 
     info = klujax.cache_info()
