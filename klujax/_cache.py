@@ -16,13 +16,21 @@ def cache_info() -> dict[str, int]:
     refactoring), ``bytes``, ``limit_bytes``, hit/miss counters, and the process-wide
     counters of the accuracy check: ``refine_steps`` (iterative refinement steps taken)
     and ``refactor_fallbacks`` (reused pivot orders that missed the backward-error target
-    and were replaced by a fresh factorization).
+    and were replaced by a fresh factorization). ``plain_factors``: UMFPACK factorizations
+    copied into klujax's own arrays after 8 solved columns, for faster repeated solves
+    (docs/solvers.md). ``recycled_bytes``: large work blocks
+    that SuiteSparse freed and klujax keeps for the next factorization (at most
+    ``KLUJAX_RECYCLE_MB``, default 64 MiB; 0 turns recycling off; see
+    docs/performance.md).
     """
-    return dict(_klujax.cache_info())
+    info = dict(_klujax.cache_info())
+    info["recycled_bytes"] = int(_klujax.recycle_info()["bytes"])
+    return info
 
 
 def clear_cache() -> None:
-    """Free every cached analysis and factorization (handles of the split API are kept)."""
+    """Free every cached analysis and factorization (handles of the split API are kept),
+    and the recycled work blocks."""
     _klujax.clear_cache()
 
 

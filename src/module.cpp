@@ -15,6 +15,7 @@
 #include "handles.hpp"
 #include "parallel.hpp"
 #include "pattern.hpp"
+#include "recycle.hpp"
 #include "xla/ffi/api/c_api.h"
 
 namespace py = pybind11;
@@ -63,6 +64,7 @@ py::dict lu(Ints ai, Ints aj, py::array_t<S, py::array::c_style | py::array::for
 
 PYBIND11_MODULE(_klujax, m) {
   m.doc() = "klujax native backend: XLA FFI handlers over SuiteSparse KLU";
+  klujax::install_block_recycler();  // before any SuiteSparse call of this process's klujax
   m.def("registrations", [] {  // [(op, version, capsule)]; names are made in klujax/_ops.py
     py::list out;
     for (auto& t : klujax::registrations())
@@ -84,6 +86,7 @@ PYBIND11_MODULE(_klujax, m) {
     d["numeric_misses"] = i.numeric_misses;
     d["refine_steps"] = i.refine_steps;
     d["refactor_fallbacks"] = i.refactor_fallbacks;
+    d["plain_factors"] = klujax::SolverStats::instance().plain_factors.load();
     return d;
   });
   // Threads doing klujax work inside parallel_chunks (callers + pool helpers): the cap
@@ -127,7 +130,22 @@ PYBIND11_MODULE(_klujax, m) {
   m.def("lu", &lu<double>, py::arg("ai"), py::arg("aj"), py::arg("ax").noconvert(), py::arg("n"),
         py::arg("options"));
   m.def("lu", &lu<std::complex<double>>);
-  m.def("clear_cache", [] { klujax::Cache::instance().clear(); });
+  m.def("clear_cache", [] {
+    klujax::Cache::instance().clear();
+    klujax::release_recycled_blocks();
+  });
+  // SuiteSparse's large freed blocks kept for the next factorization (recycle.hpp).
+  m.def("recycle_info", [] {
+    auto i = klujax::recycle_info();
+    py::dict d;
+    d["installed"] = i.installed;
+    d["limit_bytes"] = i.limit_bytes;
+    d["bytes"] = i.bytes;
+    d["blocks"] = i.blocks;
+    d["hits"] = i.hits;
+    d["misses"] = i.misses;
+    return d;
+  });
   m.def("set_cache_limit", [](int64_t bytes) { klujax::Cache::instance().set_limit(bytes); });
   // The XLA FFI API version of the headers this extension was compiled against, which
   // every handler reports to XLA at registration; XLA accepts it if it is not newer than

@@ -19,6 +19,7 @@
 // business: driver.hpp does it above the seam, the same for every backend.
 #pragma once
 
+#include <atomic>
 #include <complex>
 #include <cstddef>
 #include <cstdint>
@@ -86,6 +87,16 @@ struct Fact {
   S* values() { return reinterpret_cast<S*>(vals.data()); }
   template <class S>
   const S* values() const { return reinterpret_cast<const S*>(vals.data()); }
+};
+
+// Process-wide counters of the backends (cache_info).
+struct SolverStats {
+  // UMFPACK factorizations copied into plain arrays for repeated solves (PlainLU)
+  std::atomic<int64_t> plain_factors{0};
+  static SolverStats& instance() {
+    static SolverStats* s = new SolverStats();  // leaked: used until exit
+    return *s;
+  }
 };
 
 template <class S>

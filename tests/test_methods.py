@@ -336,3 +336,40 @@ def test_batched_umfpack_on_parallel_workers_is_right(blas, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     if blas != "default":
         assert "openblas-serial" in out.stdout, out.stdout
+
+
+@needs_umfpack
+@pytest.mark.parametrize("complex_", [False, True])
+def test_umfpack_repeated_solves_on_plain_factors(complex_):
+    """After 8 solved columns with one factorization, UMFPACK's factors are copied into
+    klujax's own arrays, with a dense trailing block where the factors end in one
+    (src/solver_umfpack.cpp, PlainLU). Every solve before and after the switch, plain and
+    transposed, with one and with several right-hand sides, equals the dense reference
+    and meets the backward-error target without refinement; so does a matrix whose
+    factors have no dense tail (a tridiagonal matrix)."""
+    o = _opts("umfpack")
+    rng = np.random.default_rng(11)
+    m = 200
+    tri_i = np.concatenate([np.arange(m), np.arange(1, m), np.arange(m - 1)]).astype(np.int32)
+    tri_j = np.concatenate([np.arange(m), np.arange(m - 1), np.arange(1, m)]).astype(np.int32)
+    tri_x = rng.standard_normal(len(tri_i)) * (1 + 0.3j if complex_ else 1.0)
+    tri_x[:m] += 4.0
+    for Ai, Aj, Ax, n in (fill_heavy(n=400, complex_=complex_), (tri_i, tri_j, tri_x, m)):
+        Ax = np.asarray(Ax)
+        A = dense(Ai, Aj, Ax, n)
+        before = klujax.cache_info()
+        with klujax.analyze(Ai, Aj, n, options=o) as sym, klujax.factor(Ai, Aj, Ax, sym, options=o) as num:
+            for call in range(8):
+                shape = (n, 3) if call % 3 == 2 else (n,)
+                b = rng.standard_normal(shape) + (1j * rng.standard_normal(shape) if complex_ else 0)
+                x = np.asarray(klujax.solve_with_numeric(num, b, sym))
+                xt = np.asarray(klujax.tsolve_with_numeric(num, b, sym))
+                np.testing.assert_allclose(x, np.linalg.solve(A, b), rtol=1e-10, atol=1e-12)
+                np.testing.assert_allclose(xt, np.linalg.solve(A.T, b), rtol=1e-10, atol=1e-12)
+                for c in range(b.size // n):
+                    col = (slice(None), c) if b.ndim == 2 else slice(None)
+                    assert backward_error(to_scipy(Ai, Aj, Ax, n), x[col], b[col]) <= 1e-14
+                    assert backward_error(to_scipy(Ai, Aj, Ax, n).T, xt[col], b[col]) <= 1e-14
+        after = klujax.cache_info()
+        assert after["plain_factors"] == before["plain_factors"] + 1
+        assert after["refine_steps"] == before["refine_steps"]
