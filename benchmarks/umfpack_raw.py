@@ -24,11 +24,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
-import os
-import random
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -37,6 +33,7 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).parent))
 import systems  # noqa: E402
+from _timing import interleaved, q, ratio, setting  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 import klujax  # noqa: E402
@@ -128,28 +125,7 @@ def variants(U: ctypes.CDLL, n: int, members: int = 16) -> dict:
         "raw_new": raw_new,
         "same": lambda: f1(ax1, bx1[nxt()]),
         "raw_same": lambda: raw1.solve(0, nxt()),
-        "keep": (raw, raw1),
     }
-
-
-def measure(call, reps: int) -> tuple[float, float]:
-    jax.block_until_ready(call())
-    w, c = [], []
-    for _ in range(reps):
-        w0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(call())
-        w.append(time.perf_counter() - w0)
-        c.append(time.process_time() - c0)
-    return statistics.median(w), statistics.median(c)
-
-
-def q(v: list[float], scale: float = 1e6) -> str:
-    return f"{statistics.median(v) * scale:.1f} [{min(v) * scale:.1f}, {max(v) * scale:.1f}]"
-
-
-def ratio(a: list[float], b: list[float]) -> str:
-    r = [x / y for x, y in zip(a, b)]
-    return f"{statistics.median(r):.2f} [{min(r):.2f}, {max(r):.2f}]"
 
 
 def main() -> None:
@@ -162,20 +138,9 @@ def main() -> None:
         raise SystemExit("umfpack_raw.py: this klujax was built without UMFPACK")
     U = load_umfpack()
     cases = {int(n): variants(U, int(n)) for n in a.sizes.split(",")}
-    keys = [(c, v) for c in cases for v in cases[c] if v != "keep"]
-    wall = {k: [] for k in keys}
-    cpu = {k: [] for k in keys}
-    rng = random.Random(0)
     before = klujax.cache_info()
-    for r in range(a.rounds):
-        rng.shuffle(keys)
-        for c, v in keys:
-            w, t = measure(cases[c][v], a.reps)
-            wall[(c, v)].append(w)
-            cpu[(c, v)].append(t)
-        print(f"round {r + 1}/{a.rounds}", file=sys.stderr)
-    print(f"# klujax's UMFPACK paths vs raw UMFPACK in one process ({time.strftime('%Y-%m-%d %H:%M')}, "
-          f"{os.cpu_count()} cores, KLUJAX_NUM_THREADS={os.environ.get('KLUJAX_NUM_THREADS', 'all')}, "
+    wall, cpu = interleaved(cases, a.rounds, a.reps)
+    print(f"# klujax's UMFPACK paths vs raw UMFPACK in one process ({setting()}, "
           f"{a.rounds} rounds x {a.reps} calls; wall us, median [min, max] of round medians)\n")
     print("| system | new | raw numeric+solve | new/raw (CPU) | same | raw solve | same/raw (CPU) |")
     print("|---|---|---|---|---|---|---|")

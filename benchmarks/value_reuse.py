@@ -17,11 +17,7 @@ paired ratios same/numeric and new/refactor.
 from __future__ import annotations
 
 import argparse
-import os
-import random
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -29,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import systems  # noqa: E402
+from _timing import interleaved, q, ratio, setting  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 import klujax  # noqa: E402
@@ -60,21 +57,6 @@ def variants(kind: str, n: int) -> dict:
     }
 
 
-def measure(call, reps: int) -> tuple[float, float]:
-    jax.block_until_ready(call())
-    w, c = [], []
-    for _ in range(reps):
-        w0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(call())
-        w.append(time.perf_counter() - w0)
-        c.append(time.process_time() - c0)
-    return statistics.median(w), statistics.median(c)
-
-
-def q(v: list[float], scale: float = 1e6) -> str:
-    return f"{statistics.median(v) * scale:.1f} [{min(v) * scale:.1f}, {max(v) * scale:.1f}]"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=11)
@@ -82,27 +64,14 @@ def main() -> None:
     ap.add_argument("--cases", default="ladder:1000,grid:1000,random:1000,grid:10000")
     a = ap.parse_args()
     cases = {c: variants(*(lambda k, n: (k, int(n)))(*c.split(":"))) for c in a.cases.split(",")}
-    keys = [(c, v) for c in cases for v in cases[c]]
-    wall = {k: [] for k in keys}
-    cpu = {k: [] for k in keys}
-    rng = random.Random(0)
-    for r in range(a.rounds):
-        rng.shuffle(keys)
-        for c, v in keys:
-            w, t = measure(cases[c][v], a.reps)
-            wall[(c, v)].append(w)
-            cpu[(c, v)].append(t)
-        print(f"round {r + 1}/{a.rounds}", file=sys.stderr)
-    print(f"# value-keyed reuse ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, "
-          f"KLUJAX_NUM_THREADS={os.environ.get('KLUJAX_NUM_THREADS', 'all')}, {a.rounds} rounds; us)\n")
+    wall, cpu = interleaved(cases, a.rounds, a.reps)
+    print(f"# value-keyed reuse ({setting()}, {a.rounds} rounds; us)\n")
     print("| system | same Ax | solve_with_numeric | same/numeric (CPU) | new Ax | refactor+swn | new/refactor (CPU) |")
     print("|---|---|---|---|---|---|---|")
     for c in cases:
-        r1 = [x / y for x, y in zip(cpu[(c, "same")], cpu[(c, "numeric")])]
-        r2 = [x / y for x, y in zip(cpu[(c, "new")], cpu[(c, "refactor")])]
         print(f"| {c} | {q(wall[(c, 'same')])} | {q(wall[(c, 'numeric')])} | "
-              f"{statistics.median(r1):.2f} [{min(r1):.2f}, {max(r1):.2f}] | {q(wall[(c, 'new')])} | "
-              f"{q(wall[(c, 'refactor')])} | {statistics.median(r2):.2f} [{min(r2):.2f}, {max(r2):.2f}] |")
+              f"{ratio(cpu[(c, 'same')], cpu[(c, 'numeric')])} | {q(wall[(c, 'new')])} | "
+              f"{q(wall[(c, 'refactor')])} | {ratio(cpu[(c, 'new')], cpu[(c, 'refactor')])} |")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 
 #include <dlfcn.h>
 
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <type_traits>
 #include <vector>
 
@@ -32,6 +34,14 @@ template <class T>
 py::array_t<T> to_numpy(const std::vector<T>& v) {
   return py::array_t<T>(static_cast<py::ssize_t>(v.size()), v.data());
 }
+
+// A dict of counters: {name: value}, in the given order.
+py::dict counters(std::initializer_list<std::pair<const char*, py::object>> items) {
+  py::dict d;
+  for (const auto& [name, value] : items) d[name] = value;
+  return d;
+}
+using I = py::int_;
 
 using Ints = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 using Opts = py::array_t<double, py::array::c_style | py::array::forcecast>;
@@ -74,36 +84,22 @@ PYBIND11_MODULE(_klujax, m) {
   });
   m.def("cache_info", [] {
     auto i = klujax::Cache::instance().info();
-    py::dict d;
-    d["patterns"] = i.patterns;
-    d["numeric_sets"] = i.numeric_sets;
-    d["spares"] = i.spares;
-    d["bytes"] = i.bytes;
-    d["limit_bytes"] = i.limit_bytes;
-    d["pattern_hits"] = i.pattern_hits;
-    d["pattern_misses"] = i.pattern_misses;
-    d["numeric_hits"] = i.numeric_hits;
-    d["numeric_misses"] = i.numeric_misses;
-    d["refine_steps"] = i.refine_steps;
-    d["refactor_fallbacks"] = i.refactor_fallbacks;
-    d["plain_factors"] = klujax::SolverStats::instance().plain_factors.load();
-    return d;
+    return counters({{"patterns", I(i.patterns)}, {"numeric_sets", I(i.numeric_sets)},
+                     {"spares", I(i.spares)}, {"bytes", I(i.bytes)}, {"limit_bytes", I(i.limit_bytes)},
+                     {"pattern_hits", I(i.pattern_hits)}, {"pattern_misses", I(i.pattern_misses)},
+                     {"numeric_hits", I(i.numeric_hits)}, {"numeric_misses", I(i.numeric_misses)},
+                     {"refine_steps", I(i.refine_steps)}, {"refactor_fallbacks", I(i.refactor_fallbacks)},
+                     {"plain_factors", I(klujax::SolverStats::instance().plain_factors.load())}});
   });
   // Threads doing klujax work inside parallel_chunks (callers + pool helpers): the cap
   // (core count or KLUJAX_NUM_THREADS), the count now, and peaks/counters since the last
   // reset_thread_stats(). For tests and benchmarks.
   m.def("thread_stats", [] {
     auto t = klujax::thread_stats();
-    py::dict d;
-    d["cap"] = t.cap;
-    d["busy"] = t.busy;
-    d["peak"] = t.peak;
-    d["peak_callers"] = t.peak_callers;
-    d["calls"] = t.callers_total;
-    d["helpers_run"] = t.helpers_run;
-    d["helpers_declined"] = t.helpers_declined;
-    d["helpers_backed_off"] = t.helpers_backed_off;
-    return d;
+    return counters({{"cap", I(t.cap)}, {"busy", I(t.busy)}, {"peak", I(t.peak)},
+                     {"peak_callers", I(t.peak_callers)}, {"calls", I(t.callers_total)},
+                     {"helpers_run", I(t.helpers_run)}, {"helpers_declined", I(t.helpers_declined)},
+                     {"helpers_backed_off", I(t.helpers_backed_off)}});
   });
   m.def("reset_thread_stats", [] { klujax::reset_thread_stats(); });
   // Tests only: counts `delta` more (or, negative, fewer) busy threads, as if that many
@@ -137,14 +133,9 @@ PYBIND11_MODULE(_klujax, m) {
   // SuiteSparse's large freed blocks kept for the next factorization (recycle.hpp).
   m.def("recycle_info", [] {
     auto i = klujax::recycle_info();
-    py::dict d;
-    d["installed"] = i.installed;
-    d["limit_bytes"] = i.limit_bytes;
-    d["bytes"] = i.bytes;
-    d["blocks"] = i.blocks;
-    d["hits"] = i.hits;
-    d["misses"] = i.misses;
-    return d;
+    return counters({{"installed", py::bool_(i.installed)}, {"limit_bytes", I(i.limit_bytes)},
+                     {"bytes", I(i.bytes)}, {"blocks", I(i.blocks)}, {"hits", I(i.hits)},
+                     {"misses", I(i.misses)}});
   });
   m.def("set_cache_limit", [](int64_t bytes) { klujax::Cache::instance().set_limit(bytes); });
   // The XLA FFI API version of the headers this extension was compiled against, which
