@@ -25,7 +25,7 @@ jax.config.update("jax_enable_x64", True)
 import klujax
 from klujax import _klujax
 
-n, per_row = 700, 5
+n, per_row = 500, 5
 rng = np.random.default_rng(3)
 Ai = np.concatenate([np.repeat(np.arange(n), per_row), np.arange(n)]).astype(np.int32)
 Aj = np.concatenate([rng.integers(0, n, n * per_row), np.arange(n)]).astype(np.int32)
@@ -43,7 +43,7 @@ for method in klujax.methods():
             for again in range(2):  # new values, then the same values (kept factors)
                 x = np.asarray(klujax.solve(Ai, Aj, ax.astype(dtype), b.astype(dtype), options=o))
                 digest.update(x.tobytes())
-                for m in range(4):
+                for m in range(0, 4, 3):  # the first and last members against dense
                     a = np.zeros((n, n), dtype)
                     np.add.at(a, (Ai, Aj), ax[m])
                     r = np.abs(a @ x[m] - b[m]).max()
