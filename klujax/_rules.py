@@ -219,6 +219,13 @@ def _shared_batched_error(spec: OpSpec, dims: Any) -> None:
             )
 
 
+def _only_ordering_batched(spec: OpSpec, dims: Any) -> bool:
+    """Whether only trailing ordering operands are batched (``dependency=``, or the primal
+    x that a tangent or transposed solve waits for, as in vmap of grad w.r.t. b with an
+    unbatched cotangent). They carry no values, so the op runs once, unbatched."""
+    return all(d is None for d in dims[: len(spec.operands)])
+
+
 def _lhs_sharded_inside(x: jax.Array) -> bool:
     """Whether (B, l, ...) is explicitly sharded along l but not along the vmapped B.
 
@@ -258,6 +265,8 @@ def _batch_solve_like(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> A
     _shared_batched_error(spec, dims)
     li, ri = _pos(spec, _LHS), _pos(spec, "rhs")
     V, b, dV, db = args[li], args[ri], dims[li], dims[ri]
+    if _only_ordering_batched(spec, dims):
+        return _bind(spec, args, **params), None
 
     def bind(V_: Any, b_: Any) -> Any:
         new = list(args)
@@ -287,6 +296,8 @@ def _batch_solve_like(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> A
 
 def _batch_factor(args: Any, dims: Any, *, spec: OpSpec, **params: Any) -> Any:
     _shared_batched_error(spec, dims)
+    if _only_ordering_batched(spec, dims):
+        return _bind(spec, args, **params), None
     vi = _pos(spec, "values")
     Ax, dAx = args[vi], dims[vi]
     new = list(args)

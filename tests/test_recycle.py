@@ -83,3 +83,14 @@ def test_recycle_info_in_this_process():
     klujax.clear_cache()
     assert _klujax.recycle_info()["bytes"] == 0
     assert klujax.cache_info()["recycled_bytes"] == 0
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", ""])
+def test_recycle_limit_that_is_not_a_size_keeps_the_default(value):
+    info = run_python("""
+        import json
+        import klujax
+        from klujax import _klujax
+        print(json.dumps(_klujax.recycle_info()))
+        """, KLUJAX_RECYCLE_MB=value)
+    assert info["installed"] and info["limit_bytes"] == 64 << 20

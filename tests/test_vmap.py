@@ -154,6 +154,42 @@ def test_vmap_of_grad_b_only():
         assert_close(got[1][k], want[1], rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_vmap_of_grad_with_unbatched_cotangent(dtype):
+    """A loss linear in x: under vmap over b the cotangent is unbatched and only the primal
+    x that the transposed solve waits for is batched. Chained solves (reuse of the
+    forward factorization), values and gradients against the dense reference."""
+    Ai, Aj, Ax = make_system(N, dtype=dtype, seed=17)
+    b = random_array((B, N), dtype, seed=18)
+    w = random_array((N,), dtype, seed=19)
+
+    def loss(fn):
+        return lambda Ax, b: jnp.real(jnp.sum(w * fn(Ai, Aj, Ax, fn(Ai, Aj, Ax, b))))
+
+    for transform in (lambda f: f, jax.jit):
+        got = transform(jax.vmap(jax.value_and_grad(loss(klujax.solve), argnums=(0, 1)), (None, 0)))(Ax, b)
+        ref = jax.jit(jax.value_and_grad(loss(solve_jnp), argnums=(0, 1)))
+        for k in range(B):
+            val, (gA, gb) = ref(Ax, b[k])
+            assert_close(got[0][k], val, rtol=1e-9, atol=1e-9)
+            assert_close(got[1][0][k], gA, rtol=1e-9, atol=1e-9)
+            assert_close(got[1][1][k], gb, rtol=1e-9, atol=1e-9)
+
+
+def test_vmap_over_a_dependency_only():
+    """Only refactor's ordering operand is batched: one refactorization, unbatched."""
+    Ai, Aj, Ax = make_system(N, seed=20)
+    b = random_array((N,), seed=21)
+    with klujax.analyze(Ai, Aj, N) as sym, klujax.factor(Ai, Aj, Ax, sym) as num:
+        def step(d):
+            klujax.refactor(Ai, Aj, 2 * Ax, num, sym, dependency=d)
+            return d
+
+        jax.block_until_ready(jax.vmap(step)(jnp.ones((3, 2))))
+        assert_close(klujax.solve_with_numeric(num, b, sym), reference_solve(Ai, Aj, 2 * Ax, b),
+                     rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("in_axes", [(0, 0), (0, None), (None, 0)])
 def test_grad_of_vmap_sum(in_axes):
     Ai, Aj, Ax = make_system(N, seed=15)
