@@ -4,7 +4,8 @@ Every contender answers the same four paths, each a ``jax.jit``-compiled functio
 library's *public* API (nothing of a peer is copied here):
 
 * ``solve_new``: one solve, ``Ax`` never seen before on every call (a value-keyed cache
-  of factorizations cannot help);
+  of factorizations cannot help): call ``i`` takes matrix ``i % 4`` of the system's value
+  family, scaled by a new factor (the same for ``grad_Ax``);
 * ``solve_same``: one solve with the *same* ``Ax`` every call and a new ``b`` (what a
   value-keyed cache, ours' or sparsax's, is for);
 * ``solve_b<B>``: ``B`` matrices of one pattern with different values (fresh on every
@@ -225,7 +226,9 @@ class PeerContender:
                 s = self._next()
                 if same:  # the same Ax object every call, a new b
                     return L.ax1[0], block(L.b1[i % K] * s)
-                return block(L.ax1[0] * s), L.b1[i % K]
+                # one of K matrices of the family, scaled by a new factor: new values
+                # every call, and no row hinges on one matrix's pivoting luck
+                return block(L.ax1[i % K] * s), L.b1[i % K]
 
             return Bench(setup, lambda a: block(f(a[0], a[1])), first_dense(
                 L, lambda a, x, d: check_solution(L, self.to_coo(L, a[0]), x, a[1], d)))
@@ -254,8 +257,8 @@ class PeerContender:
                 raise Unsupported("gradients are benchmarked on real systems")
             fn = solve if self.native_grad else self._adjoint(L, solve, self.make_tsolve(L))
             g = jax.jit(jax.grad(lambda ax, b: fn(ax, b).sum()))
-            b0 = L.b1[0]
-            return Bench(lambda i: (block(L.ax1[0] * self._next()), b0), lambda a: block(g(a[0], a[1])),
+            return Bench(lambda i: (block(L.ax1[i % K] * self._next()), L.b1[i % K]),
+                         lambda a: block(g(a[0], a[1])),
                          first_dense(L, lambda a, gr, d: check_grad(L, self.to_coo(L, a[0]), self.to_coo(L, gr),
                                                                     a[1], d)))
 

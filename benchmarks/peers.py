@@ -59,9 +59,9 @@ NOT_RUNNABLE = {
 }
 PATHS = ["solve_new", "solve_same", "grad_Ax"]  # + solve_b<B>
 PATH_DOC = {
-    "solve_new": "one solve, values never seen before",
+    "solve_new": "one solve, values never seen before (call i: matrix i % 4 of the family, newly scaled)",
     "solve_same": "one solve, the same values as the previous call, a new b",
-    "grad_Ax": "jit(grad(sum(solve(Ax, b)), Ax)), fresh values",
+    "grad_Ax": "jit(grad(sum(solve(Ax, b)), Ax)), fresh values (as solve_new's)",
 }
 QUICK_SYSTEMS = ("ladder-1000,grid-1000,random-1000,powerflow-1000,unsym-1000,fe2d-3600,fe3d-2744,"
                  "ladder-1000-c128,fe2d-3600-c128")

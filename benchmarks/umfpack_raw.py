@@ -7,8 +7,12 @@ the plan klujax gives such patterns), interleaved and shuffled rounds of:
 * ``new``: ``klujax.solve(..., method="umfpack")`` with new values every call (factor +
   checked solve, through jit and the FFI);
 * ``raw_new``: ``umfpack_di_numeric`` + ``umfpack_di_wsolve`` through ctypes on the same
-  values, with klujax's control settings (pivot tolerance 0.2, max scaling, no UMFPACK
-  refinement), the previous numeric object freed: the floor of ``new``;
+  values, with klujax's control settings for new values (pivot tolerance 0.1, max
+  scaling, no UMFPACK refinement), the previous numeric object freed: the floor of
+  ``new``, which also checks its answer and refines it where needed;
+* ``raw_ir``: the same with UMFPACK's default settings, its own iterative refinement
+  included (``Control[UMFPACK_IRSTEP] = 2``): what a binding that keeps UMFPACK's
+  defaults (umfpack-jax) pays with this UMFPACK and BLAS;
 * ``same``: ``klujax.solve`` with the same values and a new ``b`` (a kept factorization:
   after 8 columns, klujax's own triangular solves, docs/solvers.md), on a second pattern
   of the same kind (so that ``new`` does not evict its factorization);
@@ -56,7 +60,7 @@ def load_umfpack() -> ctypes.CDLL:
 class Raw:
     """One system through ctypes: CSC arrays, klujax's control settings, a symbolic object."""
 
-    def __init__(self, U: ctypes.CDLL, s: systems.System):
+    def __init__(self, U: ctypes.CDLL, s: systems.System, defaults: bool = False):
         self.U, self.n = U, s.n
         self.b = np.asarray(s.b)
         mats = []
@@ -70,8 +74,10 @@ class Raw:
         self.vals = [np.ascontiguousarray(A.data) for A in mats]
         self.ctl, self.info = np.zeros(20), np.zeros(90)
         U.umfpack_di_defaults(self.p(self.ctl))
-        self.ctl[PRL], self.ctl[IRSTEP], self.ctl[PIVOT_TOLERANCE] = 0, 0, 0.2
-        self.ctl[STRATEGY], self.ctl[SCALE] = STRATEGY_UNSYMMETRIC, SCALE_MAX
+        self.ctl[PRL] = 0
+        if not defaults:
+            self.ctl[IRSTEP], self.ctl[PIVOT_TOLERANCE] = 0, 0.1
+            self.ctl[STRATEGY], self.ctl[SCALE] = STRATEGY_UNSYMMETRIC, SCALE_MAX
         self.sym = ctypes.c_void_p()
         if U.umfpack_di_symbolic(s.n, s.n, self.p(self.ap), self.p(self.ai), None, ctypes.byref(self.sym),
                                  self.p(self.ctl), self.p(self.info)) != 0:
@@ -107,7 +113,7 @@ def variants(U: ctypes.CDLL, n: int, members: int = 16) -> dict:
     # one device array per member, made once (indexing a stacked array would time a gather)
     ax, bx = ([jax.device_put(v) for v in np.asarray(a)] for a in (s.Ax, s.b))
     ax1, bx1 = jax.device_put(np.asarray(s1.Ax)[0]), [jax.device_put(v) for v in np.asarray(s1.b)]
-    raw, raw1 = Raw(U, s), Raw(U, s1)
+    raw, raw_d, raw1 = Raw(U, s), Raw(U, s, defaults=True), Raw(U, s1)
     raw1.factor(0)
     st = {"k": 0}
 
@@ -120,9 +126,15 @@ def variants(U: ctypes.CDLL, n: int, members: int = 16) -> dict:
         raw.factor(k)
         return raw.solve(k, k)
 
+    def raw_ir() -> np.ndarray:
+        k = nxt()
+        raw_d.factor(k)
+        return raw_d.solve(k, k)
+
     return {
         "new": lambda: (lambda k: f(ax[k], bx[k]))(nxt()),
         "raw_new": raw_new,
+        "raw_ir": raw_ir,
         "same": lambda: f1(ax1, bx1[nxt()]),
         "raw_same": lambda: raw1.solve(0, nxt()),
     }
@@ -142,11 +154,13 @@ def main() -> None:
     wall, cpu = interleaved(cases, a.rounds, a.reps)
     print(f"# klujax's UMFPACK paths vs raw UMFPACK in one process ({setting()}, "
           f"{a.rounds} rounds x {a.reps} calls; wall us, median [min, max] of round medians)\n")
-    print("| system | new | raw numeric+solve | new/raw (CPU) | same | raw solve | same/raw (CPU) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| system | new | raw numeric+solve | new/raw (CPU) | raw, UMFPACK defaults + IR | "
+          "new/raw_ir (CPU) | same | raw solve | same/raw (CPU) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in cases:
         print(f"| unsym-{c} | {q(wall[(c, 'new')])} | {q(wall[(c, 'raw_new')])} | "
-              f"{ratio(cpu[(c, 'new')], cpu[(c, 'raw_new')])} | {q(wall[(c, 'same')])} | "
+              f"{ratio(cpu[(c, 'new')], cpu[(c, 'raw_new')])} | {q(wall[(c, 'raw_ir')])} | "
+              f"{ratio(cpu[(c, 'new')], cpu[(c, 'raw_ir')])} | {q(wall[(c, 'same')])} | "
               f"{q(wall[(c, 'raw_same')])} | {ratio(cpu[(c, 'same')], cpu[(c, 'raw_same')])} |")
     after = klujax.cache_info()
     calls = a.rounds * (a.reps + 1) * 2 * len(cases)

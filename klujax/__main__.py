@@ -253,7 +253,8 @@ def _run(n: int, n_freq: int) -> int:
     print(
         f"  condest from {float(ce.min()):.1e} to {float(ce.max()):.1e} over the sweep; "
         f"refinement steps so far: {klujax.cache_info()['refine_steps']}, "
-        f"fresh-pivot fallbacks: {klujax.cache_info()['refactor_fallbacks']}"
+        f"fresh-pivot fallbacks: {klujax.cache_info()['refactor_fallbacks']}, "
+        f"loose-pivot tightenings: {klujax.cache_info()['tightenings']}"
     )
 
     # 5. A fill-heavy matrix: "auto" hands it to UMFPACK where this build has it.

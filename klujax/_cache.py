@@ -14,9 +14,11 @@ def cache_info() -> dict[str, int]:
     Keys: ``patterns`` (analysed sparsity patterns), ``numeric_sets`` (kept
     factorizations, one per batched ``Ax`` block), ``spares`` (numeric objects kept for
     refactoring), ``bytes``, ``limit_bytes``, hit/miss counters, and the process-wide
-    counters of the accuracy check: ``refine_steps`` (iterative refinement steps taken)
-    and ``refactor_fallbacks`` (reused pivot orders that missed the backward-error target
-    and were replaced by a fresh factorization). ``plain_factors``: UMFPACK factorizations
+    counters of the accuracy check: ``refine_steps`` (iterative refinement steps taken),
+    ``refactor_fallbacks`` (reused pivot orders that missed the backward-error target
+    and were replaced by a fresh factorization) and ``tightenings`` (UMFPACK
+    factorizations with loose pivoting replaced by strict ones: an answer missed the
+    target, or its answers needed 16 refining solves). ``plain_factors``: UMFPACK factorizations
     copied into klujax's own arrays after 8 solved columns, for faster repeated solves
     (docs/solvers.md). ``recycled_bytes``: large work blocks
     that SuiteSparse freed and klujax keeps for the next factorization (at most

@@ -363,8 +363,8 @@ def solve_with_numeric(
     like a 2D one, for the shape rules of :func:`klujax.solve`. ``symbolic`` may be any
     symbolic handle of the same pattern. ``options`` gives the accuracy check
     (``check``, ``refine``, ``target`` of :class:`klujax.KLUOptions`): a factorization
-    that reuses a pivot order (:func:`refactor`) and misses the target after refinement is
-    factored afresh in place. Differentiable w.r.t. ``b`` (its transpose is the
+    that reuses a pivot order (:func:`refactor`) or pivoted loosely (UMFPACK) and misses
+    the target after refinement is factored afresh, strictly, in place. Differentiable w.r.t. ``b`` (its transpose is the
     transposed solve on the same factorization); batchable over ``b`` and ``numeric``.
     """
     return _numeric_solve("klujax.solve_with_numeric", numeric, b, symbolic, False, options)

@@ -6,6 +6,9 @@ namespace klujax {
 
 namespace {
 constexpr size_t kMaxKeyedSets = 8;
+// A keyed set found again this many times is recycled only as a last resort (recycle_set):
+// twice, so that reverse mode's one transposed solve does not protect its forward's set.
+constexpr int64_t kProtectHits = 2;
 constexpr size_t kMaxUnkeyedSets = 4;
 constexpr size_t kMaxPatterns = 64;
 constexpr int64_t kDefaultLimitMiB = 256;
@@ -88,6 +91,7 @@ std::unique_ptr<NumericSet> Cache::take_set(Pattern& p, bool is_complex, size_t 
     p.sets_.erase(it);
     if (p.cached_) used_ -= out->bytes;
     ++numeric_hits_;
+    ++out->hits;
     hash = out->hash;
     return out;
   };
@@ -128,14 +132,21 @@ std::unique_ptr<NumericSet> Cache::recycle_set(Pattern& p, bool is_complex, size
     if (!(*it)->keyed && usable(**it)) return take(it);
   }
   if (keyed < 2) return nullptr;
-  for (auto it = p.sets_.end(); it != p.sets_.begin();) {  // then keyed, never the newest
+  // Then keyed sets, never the newest, oldest first; a set whose values were found again
+  // kProtectHits times (a matrix solved again and again) only when the pattern holds
+  // kMaxKeyedSets keyed sets: a stream of new values recycles its own sets around it.
+  auto protected_from = p.sets_.end();
+  for (auto it = p.sets_.end(); it != p.sets_.begin();) {
     --it;
     if ((*it)->keyed && usable(**it)) {
       bool newest = true;
       for (auto jt = p.sets_.begin(); jt != it; ++jt) newest &= !(*jt)->keyed;
-      if (!newest) return take(it);
+      if (newest) continue;
+      if ((*it)->hits < kProtectHits) return take(it);
+      if (protected_from == p.sets_.end()) protected_from = it;
     }
   }
+  if (protected_from != p.sets_.end() && keyed >= kMaxKeyedSets) return take(protected_from);
   return nullptr;
 }
 
@@ -309,6 +320,7 @@ CacheInfo Cache::info() {
   out.numeric_misses = numeric_misses_;
   out.refine_steps = CheckStats::instance().refine_steps.load();
   out.refactor_fallbacks = CheckStats::instance().refactor_fallbacks.load();
+  out.tightenings = CheckStats::instance().tightenings.load();
   return out;
 }
 

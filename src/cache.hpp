@@ -14,7 +14,10 @@
 //                         most 4 per pattern.
 //              A call that needs numeric objects for new values takes the oldest unkeyed
 //              set, or the oldest keyed set when the pattern keeps two or more (the newest
-//              keyed set always stays), and refactors its objects.
+//              keyed set always stays), and refactors its objects. A keyed set whose
+//              values were found again twice (a matrix solved again and again) is taken
+//              only when the pattern holds 8 keyed sets: a stream of new values on the
+//              same pattern recycles its own sets around it.
 //   eviction   over the byte limit: sets of the least recently used patterns go first
 //              (oldest first), then unpinned patterns (least recent first); the most
 //              recent pattern keeps its analysis even when it alone exceeds the limit.
@@ -40,13 +43,14 @@ namespace klujax {
 struct CacheInfo {
   int64_t patterns, numeric_sets, spares, bytes, limit_bytes;
   int64_t pattern_hits, pattern_misses, numeric_hits, numeric_misses;
-  int64_t refine_steps, refactor_fallbacks;
+  int64_t refine_steps, refactor_fallbacks, tightenings;
 };
 
 // Process-wide counters of the accuracy check (reported by cache_info).
 struct CheckStats {
   std::atomic<int64_t> refine_steps{0};        // iterative refinement steps taken
   std::atomic<int64_t> refactor_fallbacks{0};  // reused pivot orders replaced by fresh ones
+  std::atomic<int64_t> tightenings{0};  // loose factorizations replaced by strict ones
   static CheckStats& instance() {
     static CheckStats* s = new CheckStats();
     return *s;

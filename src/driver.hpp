@@ -72,6 +72,7 @@ void load_values(const Pattern& p, const In* ax, Fact& f, bool norms = true) {
   f.vals.resize(static_cast<size_t>(m) * (is_complex_v<S> ? 2 : 1));
   p.scatter(ax, f.values<S>());
   f.has_norms = false;
+  f.strict = false;  // new values: the backend's fast pivoting first
   if (norms) ensure_norms<S>(p, f);
 }
 
@@ -82,9 +83,13 @@ void load_values(const Pattern& p, const In* ax, Fact& f, bool norms = true) {
 template <class S>
 bool factor_fresh(const Pattern& p, Fact& f, const Options& o, const char* op) {
   const Analysis* an = p.analysis();
-  if (!an || !p.solver<S>(op).factor(p, *an, f, o, op)) return false;
+  if (!an) return false;
+  const Solver<S>& solver = p.solver<S>(op);
+  if (!solver.factor(p, *an, f, o, op)) return false;
   f.opts = o;
   f.fresh = true;
+  f.loose = !f.strict && solver.tightens();
+  f.refined = 0;
   return true;
 }
 
@@ -186,12 +191,21 @@ struct SolveWork {
   std::vector<S> b0, r, prev;
 };
 
+// A loose factorization (Solver::tightens) whose solves have needed this many refinement
+// solves is factored again with strict pivoting, for the solves still to come. Ski
+// rental: a factorization costs 40-70 refining solves on a random unsymmetric n = 1000,
+// so this spends about a third of one before buying; a value set solved exactly 17
+// times then costs at most ~1.6x what strict pivoting from the start would, one solved
+// once or twice (a solve, a gradient) gains the loose factorization's 7%.
+constexpr int64_t kTightenAfter = 16;
+
 // Solves op(A) x = b in place in w (`cols` columns of length n, b on entry) with f.
 // With o.check it measures each solution's backward error, refines on the same factors
 // while that is above o.target (at most o.refine steps, stopping when a step no longer
-// halves it), and if the target is still missed with a reused pivot order, factors
-// f's values afresh and starts over: a reused order never returns a less accurate answer
-// than a fresh factorization would. A singular member gives NaN.
+// halves it), and if the target is still missed with a reused pivot order or loose
+// pivoting, factors f's values afresh with strict pivoting and starts over: neither
+// ever returns a less accurate answer than a fresh, strict factorization would. A
+// singular member gives NaN.
 template <class S>
 void solve_checked(const Pattern& p, Fact& f, bool transpose, int64_t cols, S* w,
                    const Options& o, SolveWork<S>& ws, const char* op) {
@@ -227,10 +241,25 @@ void solve_checked(const Pattern& p, Fact& f, bool transpose, int64_t cols, S* w
       berr = next;
       if (stalled) break;
     }
-    if (step) CheckStats::instance().refine_steps += step;
-    if (berr <= target || f.fresh) return;
-    CheckStats::instance().refactor_fallbacks += 1;
-    // A reused pivot order missed the target: fresh pivots, then solve again.
+    if (step) {
+      CheckStats::instance().refine_steps += step;
+      f.refined += step * cols;
+    }
+    if (berr <= target) {
+      if (f.loose && !f.strict && f.refined >= kTightenAfter) {
+        // This answer stands; later solves with these values get strict factors (kept
+        // only if the strict factorization succeeds: f.ok and the loose factors stay).
+        f.strict = true;
+        if (factor_fresh<S>(p, f, f.opts, op)) CheckStats::instance().tightenings += 1;
+      }
+      return;
+    }
+    if (f.fresh && !f.loose) return;
+    if (f.fresh) CheckStats::instance().tightenings += 1;
+    else CheckStats::instance().refactor_fallbacks += 1;
+    // A reused pivot order or loose pivoting missed the target: fresh strict pivots,
+    // then solve again.
+    f.strict = true;
     if (!factor_fresh<S>(p, f, f.opts, op)) {
       f.ok = false;
       std::fill(w, w + size, nan_value<S>());
@@ -319,6 +348,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
       set->members.resize(s.la);
     }
     set->keyed = true;
+    set->hits = 0;
     set->is_complex = cplx;
     set->elem_size = sizeof(In);
     set->opts = o;

@@ -89,6 +89,7 @@ PYBIND11_MODULE(_klujax, m) {
                      {"pattern_hits", I(i.pattern_hits)}, {"pattern_misses", I(i.pattern_misses)},
                      {"numeric_hits", I(i.numeric_hits)}, {"numeric_misses", I(i.numeric_misses)},
                      {"refine_steps", I(i.refine_steps)}, {"refactor_fallbacks", I(i.refactor_fallbacks)},
+                     {"tightenings", I(i.tightenings)},
                      {"plain_factors", I(klujax::SolverStats::instance().plain_factors.load())}});
   });
   // Threads doing klujax work inside parallel_chunks (callers + pool helpers): the cap

@@ -27,6 +27,7 @@ struct NumericSet {
   size_t elem_size = 0;  // bytes per value of the input dtype (f32 and f64 blocks differ)
   std::string key;
   uint64_t hash = 0;
+  int64_t hits = 0;  // calls that found these values (Cache::take_set) since they were keyed
   std::vector<Fact> members;
   size_t bytes = 0;
   void count_bytes() {

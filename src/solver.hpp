@@ -7,6 +7,8 @@
 // Contract of a backend, for a pattern analysed by it (Analysis) and one member's values
 // (Fact::vals, CSC order, duplicates summed):
 //   factor    - a factorization with fresh pivoting; false if the matrix is singular.
+//               A backend with a faster, less stable pivoting mode (tightens() true)
+//               uses it unless Fact::strict asks for its most stable one.
 //   refactor  - the same values with the pivot order of an existing factorization, when
 //               the backend can and the pivots stay healthy; false means "factor afresh"
 //               (never an error). A backend without pivot reuse always returns false.
@@ -75,6 +77,10 @@ struct Fact {
   std::unique_ptr<Factors> num;  // null: never factored, or singular from the start
   bool ok = false;           // the last (re)factorization succeeded: num holds these values
   bool fresh = false;        // num came from a fresh factorization (pivots not reused)
+  bool strict = false;       // asks the backend for its most stable pivoting (reset with
+                             // new values: load_values)
+  bool loose = false;        // num came from a backend's faster pivoting (strict false)
+  int64_t refined = 0;       // refinement solves (steps x columns) spent on num
   Options opts;              // the options num was factored with
   std::vector<double> vals;  // CSC values (complex: interleaved re, im), duplicates summed
   double norm_inf = 0.0;     // ||A||inf (max row sum of |a_ij|) and ||A||1 (max column
@@ -104,6 +110,9 @@ class Solver {
  public:
   virtual ~Solver() = default;
   virtual Method method() const = 0;
+  // Whether factor() pivots faster but less stably unless Fact::strict is set
+  // (driver.hpp: solve_checked tightens such a factorization when it needs it).
+  virtual bool tightens() const { return false; }
   virtual bool factor(const Csc& a, const Analysis& an, Fact& f, const Options& o,
                       const char* op) const = 0;
   virtual bool refactor(const Csc& a, const Analysis& an, Fact& f, const Options& o,

@@ -183,23 +183,26 @@ struct Plan {
 };
 
 // The threshold partial pivoting tolerance (of the unsymmetric strategy, and of the
-// symmetric one when it leaves the diagonal): UMFPACK's default 0.1
-// left backward errors of 7e-15..4.5e-13 on random unsymmetric matrices (n = 1000, 2000;
-// 16 of them), so 11 of 16 needed a refinement step (a second solve) on every solve;
-// 0.2 gives 1.2e-15..3.5e-14 (2 of 16 refine) for about 4% more factorization time and
-// 5-17% more per solve. Repeated solves with one factorization (solve_with_numeric,
-// reverse mode, value reuse) are what the factorization is kept for.
-constexpr double kPivotTolerance = 0.2;
+// symmetric one when it leaves the diagonal). Loose: UMFPACK's default 0.1, which
+// factored the benchmark's random unsymmetric n = 1000 matrices 7% faster (median over
+// 16 value sets) with 6-16% smaller factors than 0.2, but left backward errors of
+// 7e-15..4.5e-13 (n = 1000, 2000; 16 matrices), so 11 of 16 needed a refinement step.
+// Strict: 0.2 gives 1.2e-15..3.5e-14 (2 of 16 refine). A factorization is loose first;
+// the accuracy check (driver.hpp) asks for a strict one when a loose one misses the
+// target after refinement, or has spent kTightenAfter refinement solves (a kept
+// factorization: solve_with_numeric, value reuse, reverse mode).
+constexpr double kPivotLoose = 0.1;
+constexpr double kPivotStrict = 0.2;
 
 // Control settings from the options and the plan: klujax refines above the seam, so
 // UMFPACK's own iterative refinement is off. `tol` and `btf` are KLU's: UMFPACK keeps
 // its diagonal pivot tolerance (0.001, symmetric strategy) and singleton removal.
 template <class S>
-void control(const Options& o, const Plan& plan, double* ctl) {
+void control(const Options& o, const Plan& plan, double* ctl, bool strict = false) {
   Umf<S>::defaults(ctl);
   ctl[UMFPACK_PRL] = 0;
   ctl[UMFPACK_IRSTEP] = 0;
-  ctl[UMFPACK_PIVOT_TOLERANCE] = kPivotTolerance;
+  ctl[UMFPACK_PIVOT_TOLERANCE] = strict ? kPivotStrict : kPivotLoose;
   ctl[UMFPACK_SCALE] = o.scale;  // 0 none, 1 sum, 2 max: the same codes
   ctl[UMFPACK_STRATEGY] = plan.strategy;
   ctl[UMFPACK_ORDERING] = o.ordering == 2 ? UMFPACK_ORDERING_NONE : plan.ordering;
@@ -509,11 +512,12 @@ class UmfSolver final : public Solver<S> {
 
  public:
   Method method() const override { return Method::kUmfpack; }
+  bool tightens() const override { return true; }  // pivot tolerance kPivotLoose/Strict
 
   bool factor(const Csc& a, const Analysis& an, Fact& f, const Options& o,
               const char* op) const override {
     double ctl[UMFPACK_CONTROL], info[UMFPACK_INFO];
-    control<S>(o, static_cast<const UmfAnalysis&>(an).plan, ctl);
+    control<S>(o, static_cast<const UmfAnalysis&>(an).plan, ctl, f.strict);
     void* num = nullptr;
     void* sym = symbolic_of<S>(a, an, op);  // (the first of its type: outside the BLAS lock)
     BlasGuard guard;

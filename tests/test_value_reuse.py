@@ -109,3 +109,36 @@ def test_most_recent_set_and_older_sets_both_hit():
     assert klujax.cache_info()["numeric_hits"] == before + 2
     np.testing.assert_array_equal(xs[0], again[1])
     np.testing.assert_array_equal(xs[1], again[0])
+
+
+@pytest.mark.parametrize("method", ["klu", "umfpack"])
+def test_a_reused_matrix_outlives_a_stream_of_new_values(method):
+    """A block of values found again twice (a matrix solved again and again) is not
+    recycled by a stream of new values on the same pattern: the stream recycles its own
+    sets around it (src/cache.cpp, recycle_set), the cache does not grow with the stream,
+    and the kept matrix's next solve only solves, equal to the dense reference. A block
+    found again only once (reverse mode's transposed solve) is not protected: a stream
+    of gradients keeps recycling."""
+    if method not in klujax.methods():
+        pytest.skip("klujax built without UMFPACK")
+    o = klujax.KLUOptions(method=method)  # type: ignore[arg-type]
+    Ai, Aj, Ax = make_system(N, seed=14)
+    rng = np.random.default_rng(1)
+    f = jax.jit(lambda a, b: klujax.solve(Ai, Aj, a, b, options=o))
+    klujax.clear_cache()
+    for _ in range(3):  # a first call, then found again twice
+        f(Ax, rng.standard_normal(N)).block_until_ready()
+    for k in range(12):  # a stream of new values
+        f(Ax * (2.0 + k), rng.standard_normal(N)).block_until_ready()
+    assert klujax.cache_info()["numeric_sets"] <= 3  # the kept block and the stream's two
+    before = klujax.cache_info()["numeric_hits"]
+    b = rng.standard_normal(N)
+    x = np.asarray(f(Ax, b))
+    assert klujax.cache_info()["numeric_hits"] == before + 1
+    np.testing.assert_allclose(x, np.linalg.solve(dense(Ai, Aj, Ax, N), b), rtol=1e-11, atol=1e-13)
+
+    g = jax.jit(jax.grad(lambda a, b: klujax.solve(Ai, Aj, a, b, options=o).sum()))
+    klujax.clear_cache()
+    for k in range(12):  # each forward set is found once, by its transposed solve
+        g(Ax * (1.0 + k), b).block_until_ready()
+    assert klujax.cache_info()["numeric_sets"] <= 2
