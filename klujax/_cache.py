@@ -18,7 +18,7 @@ def cache_info() -> dict[str, int]:
     ``refactor_fallbacks`` (reused pivot orders that missed the backward-error target
     and were replaced by a fresh factorization) and ``tightenings`` (UMFPACK
     factorizations with loose pivoting replaced by strict ones: an answer missed the
-    target, or its answers needed 16 refining solves). ``plain_factors``: UMFPACK factorizations
+    target, needed refinement in 16 calls, or were singular). ``plain_factors``: UMFPACK factorizations
     copied into klujax's own arrays after 8 solved columns, for faster repeated solves
     (docs/solvers.md). ``recycled_bytes``: large work blocks
     that SuiteSparse freed and klujax keeps for the next factorization (at most

@@ -228,12 +228,18 @@ void Cache::enforce_limit_locked() {
     if ((*it)->pins_ == 0) drop_pattern(it);
     it = prev;
   }
-  // Over the byte limit: sets first (least recent pattern, oldest set first) ...
-  for (auto it = patterns_.rbegin(); used_ > limit_ && it != patterns_.rend(); ++it) {
-    Pattern& p = **it;
-    while (used_ > limit_ && !p.sets_.empty()) {
-      used_ -= p.sets_.back()->bytes;
-      p.sets_.pop_back();
+  // Over the byte limit: sets first (least recent pattern, oldest set first), those
+  // whose values were found again kProtectHits times (a matrix solved again and again)
+  // only after every other set ...
+  for (const bool protect : {true, false}) {
+    for (auto it = patterns_.rbegin(); used_ > limit_ && it != patterns_.rend(); ++it) {
+      auto& sets = (*it)->sets_;
+      for (auto s = sets.end(); used_ > limit_ && s != sets.begin();) {
+        --s;
+        if (protect && (*s)->keyed && (*s)->hits >= kProtectHits) continue;
+        used_ -= (*s)->bytes;
+        s = sets.erase(s);
+      }
     }
   }
   // ... then unpinned patterns, least recent first; the most recent one stays.

@@ -19,8 +19,9 @@
 //              only when the pattern holds 8 keyed sets: a stream of new values on the
 //              same pattern recycles its own sets around it.
 //   eviction   over the byte limit: sets of the least recently used patterns go first
-//              (oldest first), then unpinned patterns (least recent first); the most
-//              recent pattern keeps its analysis even when it alone exceeds the limit.
+//              (oldest first; sets found again twice only after all others), then
+//              unpinned patterns (least recent first); the most recent pattern keeps
+//              its analysis even when it alone exceeds the limit.
 //   pinned     a pattern with live symbolic handles is never evicted (its sets may be):
 //              every analyze() of one pattern yields the same Pattern while a handle
 //              lives, so numeric handles factored through one work with every other.

@@ -31,6 +31,7 @@ void diagnose_batch(Executor* ex, Pattern& p, const In* ax, int64_t la, Diag wha
     for (int64_t m = lo; m < hi; ++m) {
       S r0(0), r1(0);
       load_values(p, ax + m * p.nnz, f);
+      f.strict = true;  // unchecked: the backend's most stable pivoting
       const bool ok = std::isfinite(f.norm_inf) && factor_fresh<S>(p, f, o, op);
       const Analysis* an = p.analysis();
       if (p.n == 0) {  // the 0 x 0 matrix: an identity
@@ -82,6 +83,7 @@ void inverse_entries_batch(Executor* ex, Pattern& p, const In* ax, int64_t la,
     std::vector<S> gcsc(p.nnz_csc()), w;
     for (int64_t m = lo; m < hi; ++m) {
       load_values(p, ax + m * nnz, f);
+      f.strict = true;  // unchecked solves: the backend's most stable pivoting
       if (!factor_fresh<S>(p, f, o, op)) {
         std::fill(g + m * nnz, g + (m + 1) * nnz, static_cast<In>(nan_value<S>()));
         continue;

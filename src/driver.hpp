@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -101,10 +102,16 @@ bool factorize(const Pattern& p, Fact& f, const Options& o, const char* op) {
   f.ok = false;
   const Analysis* an = p.analysis();
   if (!an) return false;  // no entries at all: singular
+  if (!o.check) f.strict = true;  // no accuracy check stands behind loose pivoting
   if (f.num && f.opts.same_factor(o) && p.solver<S>(op).refactor(p, *an, f, o, op)) {
     f.fresh = false;
     return f.ok = true;
   }
+  if (factor_fresh<S>(p, f, o, op)) return f.ok = true;
+  if (f.strict || !p.solver<S>(op).tightens()) return false;
+  // Singular under loose pivoting: strict pivoting may still find nonzero pivots.
+  f.strict = true;
+  CheckStats::instance().tightenings += 1;
   return f.ok = factor_fresh<S>(p, f, o, op);
 }
 
@@ -191,12 +198,13 @@ struct SolveWork {
   std::vector<S> b0, r, prev;
 };
 
-// A loose factorization (Solver::tightens) whose solves have needed this many refinement
-// solves is factored again with strict pivoting, for the solves still to come. Ski
-// rental: a factorization costs 40-70 refining solves on a random unsymmetric n = 1000,
-// so this spends about a third of one before buying; a value set solved exactly 17
-// times then costs at most ~1.6x what strict pivoting from the start would, one solved
-// once or twice (a solve, a gradient) gains the loose factorization's 7%.
+// A kept loose factorization (Solver::tightens) that has needed refinement in this many
+// calls is factored again with strict pivoting, for the calls still to come. Ski rental,
+// counted in calls (one call with many right-hand sides is one, and its refinement is
+// spent already): a factorization costs 40-70 refining solves on a random unsymmetric
+// n = 1000, so this spends about a third of one before buying; a value set solved in
+// exactly 17 calls then costs at most ~1.8x what strict pivoting from the start would,
+// one solved once or twice (a solve, a gradient) keeps the loose factorization's 7%.
 constexpr int64_t kTightenAfter = 16;
 
 // Solves op(A) x = b in place in w (`cols` columns of length n, b on entry) with f.
@@ -205,10 +213,11 @@ constexpr int64_t kTightenAfter = 16;
 // halves it), and if the target is still missed with a reused pivot order or loose
 // pivoting, factors f's values afresh with strict pivoting and starts over: neither
 // ever returns a less accurate answer than a fresh, strict factorization would. A
-// singular member gives NaN.
+// singular member gives NaN. `kept`: f serves later calls (a cached set or a handle, not
+// a chunk's scratch factorization), so tightening it for them can pay (kTightenAfter).
 template <class S>
 void solve_checked(const Pattern& p, Fact& f, bool transpose, int64_t cols, S* w,
-                   const Options& o, SolveWork<S>& ws, const char* op) {
+                   const Options& o, SolveWork<S>& ws, const char* op, bool kept = true) {
   const int64_t size = p.n * cols;
   if (!f.ok) {
     std::fill(w, w + size, nan_value<S>());
@@ -243,18 +252,24 @@ void solve_checked(const Pattern& p, Fact& f, bool transpose, int64_t cols, S* w
     }
     if (step) {
       CheckStats::instance().refine_steps += step;
-      f.refined += step * cols;
+      f.refined += 1;
     }
     if (berr <= target) {
-      if (f.loose && !f.strict && f.refined >= kTightenAfter) {
-        // This answer stands; later solves with these values get strict factors (kept
-        // only if the strict factorization succeeds: f.ok and the loose factors stay).
+      if (kept && f.loose && !f.strict && f.refined >= kTightenAfter) {
+        // This answer stands; later calls with these values get strict factors (only if
+        // the strict factorization succeeds: else f.ok and the loose factors stay).
         f.strict = true;
-        if (factor_fresh<S>(p, f, f.opts, op)) CheckStats::instance().tightenings += 1;
+        try {
+          if (factor_fresh<S>(p, f, f.opts, op)) CheckStats::instance().tightenings += 1;
+        } catch (const std::exception&) {  // (out of memory): the loose factors serve on
+        }
       }
       return;
     }
     if (f.fresh && !f.loose) return;
+    // Non-finite values or right-hand sides: no factorization makes the answer finite.
+    if (!(berr == berr) && (!std::isfinite(f.norm_inf) || !(abs_max(ws.b0.data(), size) >= 0)))
+      return;
     if (f.fresh) CheckStats::instance().tightenings += 1;
     else CheckStats::instance().refactor_fallbacks += 1;
     // A reused pivot order or loose pivoting missed the target: fresh strict pivots,
@@ -369,7 +384,7 @@ void solve_batch(Executor* ex, Pattern& p, const In* ax, const In* b, In* x,
         load_values(p, ax + m * nnz, f, o.check);
         factorize<S>(p, f, o, op);
       }
-      solve_checked(p, f, transpose, cols, w, o, ws, op);
+      solve_checked(p, f, transpose, cols, w, o, ws, op, keep);
       rhs.store(m, w);
     }
     if (!keep) cache.note_member_bytes(p, chain.total_bytes());

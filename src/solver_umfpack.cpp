@@ -189,8 +189,9 @@ struct Plan {
 // 7e-15..4.5e-13 (n = 1000, 2000; 16 matrices), so 11 of 16 needed a refinement step.
 // Strict: 0.2 gives 1.2e-15..3.5e-14 (2 of 16 refine). A factorization is loose first;
 // the accuracy check (driver.hpp) asks for a strict one when a loose one misses the
-// target after refinement, or has spent kTightenAfter refinement solves (a kept
-// factorization: solve_with_numeric, value reuse, reverse mode).
+// target after refinement, is singular, or has needed refinement in kTightenAfter calls
+// (a kept factorization: solve_with_numeric, value reuse); the diagnostics, which do
+// not check their solves, always ask for one.
 constexpr double kPivotLoose = 0.1;
 constexpr double kPivotStrict = 0.2;
 

@@ -142,3 +142,34 @@ def test_a_reused_matrix_outlives_a_stream_of_new_values(method):
     for k in range(12):  # each forward set is found once, by its transposed solve
         g(Ax * (1.0 + k), b).block_until_ready()
     assert klujax.cache_info()["numeric_sets"] <= 2
+
+
+def test_a_reused_matrix_outlives_byte_pressure():
+    """Over the byte limit, sets whose values were found again twice go only after every
+    other set (src/cache.cpp, enforce_limit_locked): batches of other patterns filling
+    the cache evict each other, not the matrix that is solved again and again, whose
+    next solve only solves and equals the dense reference. The limit still holds."""
+    Ai, Aj, Ax = make_system(N, seed=15)
+    rng = np.random.default_rng(2)
+    f = jax.jit(lambda a, b: klujax.solve(Ai, Aj, a, b))
+    big = [make_system(300, n_lhs=8, seed=20 + k) for k in range(6)]
+    try:
+        klujax.clear_cache()
+        klujax.set_cache_limit(256)
+        for _ in range(3):  # a first call, then found again twice
+            f(Ax, rng.standard_normal(N)).block_until_ready()
+        before = klujax.cache_info()["bytes"]
+        Bi, Bj, Bx = big[0]
+        klujax.solve(Bi, Bj, Bx, np.ones((8, 300))).block_until_ready()
+        per = klujax.cache_info()["bytes"] - before  # one big pattern with its batch
+        klujax.set_cache_limit(4.5 * per / 2**20)  # room for about four of them
+        for Bi, Bj, Bx in big:
+            klujax.solve(Bi, Bj, Bx, np.ones((8, 300))).block_until_ready()
+        info = klujax.cache_info()
+        assert info["bytes"] <= info["limit_bytes"]
+        b = rng.standard_normal(N)
+        x = np.asarray(f(Ax, b))
+        assert klujax.cache_info()["numeric_hits"] == info["numeric_hits"] + 1
+        np.testing.assert_allclose(x, np.linalg.solve(dense(Ai, Aj, Ax, N), b), rtol=1e-11, atol=1e-13)
+    finally:
+        klujax.set_cache_limit(256)
